@@ -1,0 +1,1 @@
+"""Latent Diffusion Models for Keras 3."""
