@@ -25,11 +25,13 @@ counter, so the whole sampler compiles into a single program (see `compile.py`).
 
 from types import SimpleNamespace
 
+import keras
 import numpy as np
 from keras import ops
 
 from keras_ldm.diffusion.schedule import PARAMETERIZATIONS
 from keras_ldm.diffusion.schedule import _check_choice
+from keras_ldm.diffusion.schedule import posterior_coefficients
 from keras_ldm.diffusion.schedule import prediction_to_eps_and_x0
 
 # Adams–Bashforth coefficients of the linear multistep method behind PLMS, by number of eps used.
@@ -58,7 +60,7 @@ def sample_ddpm(denoise, x, schedule, num_steps, **kwargs):
     run = _SamplerRun(x, schedule, num_steps, **kwargs)
     a = run.alphas_cumprod
     a_prev = np.append(a[1:], 1.0)
-    posterior = _posterior(a, a_prev)
+    posterior = posterior_coefficients(a, a_prev)
     std = np.exp(0.5 * posterior["log_variance_clipped"])
     std[-1] = 0.0
     steps = _StepTable(
@@ -282,12 +284,6 @@ def get_sampler(name):
     return SAMPLERS[name]
 
 
-def _posterior(alphas_cumprod, alphas_cumprod_prev):
-    from keras_ldm.diffusion.schedule import posterior_coefficients
-
-    return posterior_coefficients(alphas_cumprod, alphas_cumprod_prev)
-
-
 def _sigma_space_scalings(sigma, prediction_type):
     """`(c_skip, c_out)` with `D(x_σ) = c_skip x_σ + c_out · prediction` (k-diffusion's CompVis denoisers)."""
     if prediction_type == "eps":
@@ -339,7 +335,7 @@ class _SamplerRun:
         if noise_sampler is None:
             from keras_ldm.diffusion.compile import make_noise_sampler
 
-            noise_sampler = make_noise_sampler(0, tuple(self.x.shape), self.x.dtype)
+            noise_sampler = make_noise_sampler(0, tuple(self.x.shape), keras.backend.standardize_dtype(self.x.dtype))
         self.noise = noise_sampler
         self.return_trajectory = return_trajectory
 

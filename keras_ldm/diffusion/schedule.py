@@ -145,13 +145,15 @@ def prediction_to_eps_and_x0(prediction, x_t, alpha_cumprod, prediction_type):
         `(eps, x0)`.
 
     Example:
-    >>> x0, eps, a = np.ones((1, 2)), np.zeros((1, 2)), 0.25
+    >>> x0, eps, a = np.ones((1, 2), "float32"), np.zeros((1, 2), "float32"), 0.25
     >>> x_t = a**0.5 * x0 + (1 - a) ** 0.5 * eps
     >>> e, x = prediction_to_eps_and_x0(eps, x_t, a, "eps")
     >>> np.asarray(x).tolist()
     [[1.0, 1.0]]
     """
     _check_choice("prediction_type", prediction_type, PARAMETERIZATIONS)
+    prediction, x_t = ops.convert_to_tensor(prediction), ops.convert_to_tensor(x_t)
+    alpha_cumprod = ops.cast(alpha_cumprod, x_t.dtype)
     sqrt_alpha = ops.sqrt(alpha_cumprod)
     sqrt_one_minus_alpha = ops.sqrt(1.0 - alpha_cumprod)
     if prediction_type == "eps":
@@ -178,6 +180,7 @@ def convert_prediction(prediction, x_t, alpha_cumprod, source, target):
     """
     _check_choice("target", target, PARAMETERIZATIONS)
     eps, x0 = prediction_to_eps_and_x0(prediction, x_t, alpha_cumprod, source)
+    alpha_cumprod = ops.cast(alpha_cumprod, x0.dtype)
     if target == "eps":
         return eps
     if target == "x0":
@@ -273,12 +276,12 @@ class NoiseSchedule:
             t: integer timesteps, shape `(B,)`.
             noise: standard normal noise shaped like `x0`.
         """
-        x0 = ops.convert_to_tensor(x0)
+        x0, noise = ops.convert_to_tensor(x0), ops.convert_to_tensor(noise)
         return self._at("sqrt_alphas_cumprod", t, x0) * x0 + self._at("sqrt_one_minus_alphas_cumprod", t, x0) * noise
 
     def q_posterior(self, x0, x_t, t):
         """Mean, variance and clipped log variance of `q(x_{t-1} | x_t, x_0)`."""
-        x_t = ops.convert_to_tensor(x_t)
+        x0, x_t = ops.convert_to_tensor(x0), ops.convert_to_tensor(x_t)
         mean = self._at("posterior_mean_coef1", t, x_t) * x0 + self._at("posterior_mean_coef2", t, x_t) * x_t
         variance = self._at("posterior_variance", t, x_t)
         log_variance = self._at("posterior_log_variance_clipped", t, x_t)
@@ -299,7 +302,7 @@ class NoiseSchedule:
             return noise
         if parameterization == "x0":
             return x0
-        x0 = ops.convert_to_tensor(x0)
+        x0, noise = ops.convert_to_tensor(x0), ops.convert_to_tensor(noise)
         return self._at("sqrt_alphas_cumprod", t, x0) * noise - self._at("sqrt_one_minus_alphas_cumprod", t, x0) * x0
 
     def lvlb_weights(self, parameterization="eps"):

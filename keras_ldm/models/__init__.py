@@ -1,0 +1,6 @@
+"""keras_ldm models: the first-stage autoencoders and the denoising UNet."""
+
+from keras_ldm.models.autoencoder import AutoencoderKL, Decoder, Encoder, VQAutoencoder
+from keras_ldm.models.unet import UNet
+
+__all__ = ["AutoencoderKL", "Decoder", "Encoder", "UNet", "VQAutoencoder"]

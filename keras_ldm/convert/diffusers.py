@@ -1,0 +1,411 @@
+"""Load diffusers component folders (`config.json` + safetensors) into keras_ldm models, without PyTorch.
+
+Supported `_class_name`s: `UNet2DConditionModel`, `UNet2DModel`, `AutoencoderKL`, `VQModel`.
+Tensors are read with the safetensors numpy API and transposed to channels-last Keras layouts.
+"""
+
+import json
+import os
+
+import numpy as np
+
+from keras_ldm.layers.attention import AttnBlock
+from keras_ldm.layers.resnet import ResBlock
+from keras_ldm.models.autoencoder import AutoencoderKL, VQAutoencoder
+from keras_ldm.models.unet import UNet
+
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+INDEX_NAME = WEIGHTS_NAME + ".index.json"
+
+
+def from_diffusers(path, dtype=None):
+    """Returns the keras_ldm model for a diffusers component folder written by `save_pretrained`.
+
+    Args:
+        path: folder with `config.json` and `diffusion_pytorch_model.safetensors` (or a sharded index).
+        dtype: optional Keras dtype policy for the model (e.g. `"float32"`, `"mixed_bfloat16"`).
+
+    Example:
+    >>> unet = from_diffusers("ldm-text2im-large-256/unet")  # doctest: +SKIP
+    """
+    config = read_config(path)
+    model = model_from_config(config, dtype=dtype)
+    load_weights(model, read_tensors(path), source=path)
+    return model
+
+
+def read_config(path):
+    """The parsed `config.json` of a diffusers component folder (with a clear error otherwise)."""
+    config_path = os.path.join(path, "config.json")
+    if not os.path.isdir(path) or not os.path.isfile(config_path):
+        raise ValueError(
+            f"path={path!r} is not a diffusers component folder: expected a directory with config.json "
+            f"and {WEIGHTS_NAME} (as written by diffusers' save_pretrained)."
+        )
+    with open(config_path) as f:
+        config = json.load(f)
+    if config.get("_class_name") not in TRANSLATORS:
+        raise ValueError(
+            f"{config_path} describes _class_name={config.get('_class_name')!r}; "
+            f"expected one of {sorted(TRANSLATORS)}."
+        )
+    return config
+
+
+def read_tensors(path):
+    """All tensors of the folder's safetensors file(s), as a dict of numpy arrays."""
+    from safetensors.numpy import load_file
+
+    single, index = os.path.join(path, WEIGHTS_NAME), os.path.join(path, INDEX_NAME)
+    if os.path.isfile(single):
+        return load_file(single)
+    if os.path.isfile(index):
+        with open(index) as f:
+            shards = sorted(set(json.load(f)["weight_map"].values()))
+        tensors = {}
+        for shard in shards:
+            tensors.update(load_file(os.path.join(path, shard)))
+        return tensors
+    found = sorted(os.listdir(path))
+    raise ValueError(
+        f"No {WEIGHTS_NAME} (or {INDEX_NAME}) in {path!r}; found {found}. Re-save the component with "
+        f"diffusers' save_pretrained(safe_serialization=True)."
+    )
+
+
+def model_from_config(config, dtype=None):
+    """Builds (with fresh weights) the keras_ldm model that a diffusers `config.json` describes."""
+    cls, kwargs = TRANSLATORS[config["_class_name"]](config)
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    return cls(**kwargs)
+
+
+# -- config translation ------------------------------------------------------------------------
+
+
+def _require(config, key, allowed, default):
+    value = config.get(key, default)
+    if value not in allowed:
+        raise ValueError(f"{config['_class_name']} config has {key}={value!r}; keras_ldm supports {allowed}.")
+    return value
+
+
+def _uniform(config, key, default):
+    """A per-block setting that keras_ldm keeps as one value (CompVis style)."""
+    value = config.get(key, default)
+    if isinstance(value, (list, tuple)):
+        if len(set(value)) != 1:
+            raise ValueError(f"{config['_class_name']} config has {key}={value!r}; keras_ldm needs one value for every block.")
+        value = value[0]
+    return value
+
+
+def _channel_mult(config):
+    channels = list(config["block_out_channels"])
+    base = channels[0]
+    if any(c % base for c in channels):
+        raise ValueError(f"block_out_channels={channels} are not multiples of their first entry {base}.")
+    return base, [c // base for c in channels]
+
+
+def _attention_levels(config, marker):
+    down = config["down_block_types"]
+    up = config["up_block_types"]
+    levels = [i for i, kind in enumerate(down) if marker in kind]
+    mirrored = [len(up) - 1 - i for i, kind in enumerate(up) if marker in kind]
+    if sorted(mirrored) != levels:
+        raise ValueError(f"down_block_types={down} and up_block_types={up} do not mirror each other.")
+    return levels
+
+
+def _autoencoder_kwargs(config):
+    _require(config, "act_fn", ("silu",), "silu")
+    _require(config, "norm_num_groups", (32,), 32)
+    _require(config, "use_quant_conv", (True,), True)
+    _require(config, "use_post_quant_conv", (True,), True)
+    ch, ch_mult = _channel_mult(config)
+    resolution = config.get("sample_size", 256)
+    resolution = resolution[0] if isinstance(resolution, (list, tuple)) else resolution
+    levels = _attention_levels(config, "Attn")
+    return dict(
+        in_channels=config.get("in_channels", 3),
+        out_channels=config.get("out_channels", 3),
+        ch=ch,
+        ch_mult=ch_mult,
+        num_res_blocks=config.get("layers_per_block", 1),
+        attn_resolutions=[resolution // 2**i for i in levels],
+        resolution=resolution,
+        z_channels=config["latent_channels"],
+        mid_attention=config.get("mid_block_add_attention", True),
+    )
+
+
+def _translate_autoencoder_kl(config):
+    kwargs = _autoencoder_kwargs(config)
+    kwargs["embed_dim"] = config["latent_channels"]
+    return AutoencoderKL, kwargs
+
+
+def _translate_vq_model(config):
+    _require(config, "norm_type", ("group",), "group")
+    kwargs = _autoencoder_kwargs(config)
+    kwargs["embed_dim"] = config.get("vq_embed_dim") or config["latent_channels"]
+    kwargs["n_embed"] = config["num_vq_embeddings"]
+    return VQAutoencoder, kwargs
+
+
+def _heads(config, model_channels, channel_mult, levels, default):
+    """diffusers' head settings -> (num_heads, num_head_channels)."""
+    heads = config.get("num_attention_heads") or config.get("attention_head_dim") or default
+    if not isinstance(heads, (list, tuple)):
+        return heads, None
+    widths = [model_channels * channel_mult[i] for i in levels]
+    per_level = [heads[i] for i in levels]
+    head_dims = {w // h for w, h in zip(widths, per_level)}
+    if len(head_dims) == 1:
+        return None, head_dims.pop()
+    if len(set(per_level)) == 1:
+        return per_level[0], None
+    raise ValueError(f"attention heads {heads} are neither one count nor one head width for every block.")
+
+
+def _unet_common(config):
+    _require(config, "act_fn", ("silu",), "silu")
+    _require(config, "norm_num_groups", (32,), 32)
+    _require(config, "norm_eps", (1e-5,), 1e-5)
+    _require(config, "downsample_padding", (1,), 1)
+    _require(config, "center_input_sample", (False,), False)
+    _require(config, "time_embedding_type", ("positional",), "positional")
+    _require(config, "class_embed_type", (None,), None)
+    model_channels, channel_mult = _channel_mult(config)
+    return dict(
+        in_channels=config["in_channels"],
+        out_channels=config["out_channels"],
+        model_channels=model_channels,
+        channel_mult=channel_mult,
+        num_res_blocks=_uniform(config, "layers_per_block", 2),
+        use_scale_shift_norm=_require(config, "resnet_time_scale_shift", ("default", "scale_shift"), "default")
+        == "scale_shift",
+        num_classes=config.get("num_class_embeds"),
+        flip_sin_to_cos=config.get("flip_sin_to_cos", True),
+        freq_shift=config.get("freq_shift", 0),
+    )
+
+
+def _translate_unet_2d_condition(config):
+    for key, default in (("only_cross_attention", False), ("dual_cross_attention", False)):
+        if _uniform(config, key, default):
+            raise ValueError(f"UNet2DConditionModel config has {key}=True; keras_ldm does not support it.")
+    _require(config, "mid_block_type", ("UNetMidBlock2DCrossAttn",), "UNetMidBlock2DCrossAttn")
+    _require(config, "addition_embed_type", (None,), None)
+    kwargs = _unet_common(config)
+    levels = _attention_levels(config, "CrossAttn")
+    kwargs["num_heads"], kwargs["num_head_channels"] = _heads(
+        config, kwargs["model_channels"], kwargs["channel_mult"], levels, 8
+    )
+    kwargs.update(
+        attention_resolutions=[2**i for i in levels],
+        transformer_depth=_uniform(config, "transformer_layers_per_block", 1),
+        context_dim=_uniform(config, "cross_attention_dim", 1280),
+    )
+    return UNet, kwargs
+
+
+def _resamples_with_resblocks(config):
+    """Whether every resampler of a UNet2DModel is a ResnetBlock2D (CompVis `resblock_updown`)."""
+    kinds = set()
+    for direction in ("down", "up"):
+        blocks = config[f"{direction}_block_types"][:-1]
+        setting = _require(config, f"{direction}sample_type", ("conv", "resnet"), "conv")
+        for kind in blocks:
+            by_name = "Resnet" in kind and "sample" in kind
+            kinds.add(by_name or ("Attn" in kind and setting == "resnet"))
+    if len(kinds) > 1:
+        raise ValueError("UNet2DModel mixes conv and ResnetBlock2D resamplers; keras_ldm needs one kind.")
+    return kinds.pop() if kinds else False
+
+
+def _translate_unet_2d(config):
+    _require(config, "add_attention", (True,), True)
+    # diffusers drops the mid-block attention's GroupNorm under scale_shift; CompVis never does.
+    _require(config, "resnet_time_scale_shift", ("default",), "default")
+    kwargs = _unet_common(config)
+    levels = _attention_levels(config, "Attn")
+    head_dim = config.get("attention_head_dim", 8)
+    kwargs.update(
+        attention_resolutions=[2**i for i in levels],
+        num_heads=None if head_dim else 1,
+        num_head_channels=head_dim or None,
+        resblock_updown=_resamples_with_resblocks(config),
+        dropout=config.get("dropout", 0.0),
+    )
+    return UNet, kwargs
+
+
+TRANSLATORS = {
+    "AutoencoderKL": _translate_autoencoder_kl,
+    "VQModel": _translate_vq_model,
+    "UNet2DConditionModel": _translate_unet_2d_condition,
+    "UNet2DModel": _translate_unet_2d,
+}
+
+
+# -- weight mapping ----------------------------------------------------------------------------
+# Each generator yields (keras_variable, diffusers_key, layout) for one layer.
+
+
+def _conv(layer, key):
+    yield layer.kernel, f"{key}.weight", "conv"
+    if layer.use_bias:
+        yield layer.bias, f"{key}.bias", "vector"
+
+
+def _dense(layer, key):
+    yield layer.kernel, f"{key}.weight", "dense"
+    if layer.use_bias:
+        yield layer.bias, f"{key}.bias", "vector"
+
+
+def _norm(layer, key):
+    yield layer.gamma, f"{key}.weight", "vector"
+    yield layer.beta, f"{key}.bias", "vector"
+
+
+def _resnet(block, key):
+    yield from _norm(block.norm1, f"{key}.norm1")
+    yield from _conv(block.conv1, f"{key}.conv1")
+    if block.time_emb_proj is not None:
+        yield from _dense(block.time_emb_proj, f"{key}.time_emb_proj")
+    yield from _norm(block.norm2, f"{key}.norm2")
+    yield from _conv(block.conv2, f"{key}.conv2")
+    if block.conv_shortcut is not None:
+        yield from _conv(block.conv_shortcut, f"{key}.conv_shortcut")
+
+
+def _attn_block(block, key):
+    yield from _norm(block.group_norm, f"{key}.group_norm")
+    for ours, theirs in (("to_q", "to_q"), ("to_k", "to_k"), ("to_v", "to_v"), ("to_out", "to_out.0")):
+        yield from _dense(getattr(block, ours), f"{key}.{theirs}")
+
+
+def _cross_attention(block, key):
+    for name in ("to_q", "to_k", "to_v"):
+        yield from _dense(getattr(block, name), f"{key}.{name}")
+    yield from _dense(block.to_out, f"{key}.to_out.0")
+
+
+def _spatial_transformer(block, key):
+    yield from _norm(block.norm, f"{key}.norm")
+    yield from _dense(block.proj_in, f"{key}.proj_in")
+    for i, tb in enumerate(block.transformer_blocks):
+        prefix = f"{key}.transformer_blocks.{i}"
+        for n in ("norm1", "norm2", "norm3"):
+            yield from _norm(getattr(tb, n), f"{prefix}.{n}")
+        yield from _cross_attention(tb.attn1, f"{prefix}.attn1")
+        yield from _cross_attention(tb.attn2, f"{prefix}.attn2")
+        yield from _dense(tb.ff.proj, f"{prefix}.ff.net.0.proj")
+        yield from _dense(tb.ff.out, f"{prefix}.ff.net.2")
+    yield from _dense(block.proj_out, f"{key}.proj_out")
+
+
+def _attention(block, key):
+    return _attn_block(block, key) if isinstance(block, AttnBlock) else _spatial_transformer(block, key)
+
+
+def _stage(stage, key, resampler_name):
+    for j, resnet in enumerate(stage.resnets):
+        yield from _resnet(resnet, f"{key}.resnets.{j}")
+    for j, attention in enumerate(stage.attentions):
+        yield from _attention(attention, f"{key}.attentions.{j}")
+    resampler = stage.resampler
+    if isinstance(resampler, ResBlock):
+        yield from _resnet(resampler, f"{key}.{resampler_name}.0")
+    elif resampler is not None and resampler.conv is not None:
+        yield from _conv(resampler.conv, f"{key}.{resampler_name}.0.conv")
+
+
+def _coder(coder, key, blocks_name, resampler_name):
+    yield from _conv(coder.conv_in, f"{key}conv_in")
+    for i, stage in enumerate(getattr(coder, blocks_name)):
+        yield from _stage(stage, f"{key}{blocks_name}.{i}", resampler_name)
+    yield from _stage(coder.mid_block, f"{key}mid_block", None)
+    yield from _norm(coder.conv_norm_out, f"{key}conv_norm_out")
+    yield from _conv(coder.conv_out, f"{key}conv_out")
+
+
+def _autoencoder_weights(model):
+    yield from _coder(model.encoder, "encoder.", "down_blocks", "downsamplers")
+    yield from _conv(model.quant_conv, "quant_conv")
+    if isinstance(model, VQAutoencoder):
+        yield model.quantizer.embeddings, "quantize.embedding.weight", "matrix"
+    yield from _conv(model.post_quant_conv, "post_quant_conv")
+    yield from _coder(model.decoder, "decoder.", "up_blocks", "upsamplers")
+
+
+def _unet_weights(model):
+    yield from _dense(model.time_embedding.linear_1, "time_embedding.linear_1")
+    yield from _dense(model.time_embedding.linear_2, "time_embedding.linear_2")
+    if model.class_embedding is not None:
+        yield model.class_embedding.embeddings, "class_embedding.weight", "matrix"
+    yield from _conv(model.conv_in, "conv_in")
+    for i, stage in enumerate(model.down_blocks):
+        yield from _stage(stage, f"down_blocks.{i}", "downsamplers")
+    yield from _stage(model.mid_block, "mid_block", None)
+    for i, stage in enumerate(model.up_blocks):
+        yield from _stage(stage, f"up_blocks.{i}", "upsamplers")
+    yield from _norm(model.conv_norm_out, "conv_norm_out")
+    yield from _conv(model.conv_out, "conv_out")
+
+
+def weight_map(model):
+    """(keras variable, diffusers key, layout) for every weight of a keras_ldm model."""
+    if isinstance(model, UNet):
+        return list(_unet_weights(model))
+    if isinstance(model, (AutoencoderKL, VQAutoencoder)):
+        return list(_autoencoder_weights(model))
+    raise TypeError(f"weight_map() takes a UNet, AutoencoderKL or VQAutoencoder; got {type(model).__name__}.")
+
+
+# Keys that older diffusers releases (and the released CompVis/ldm-* repos) use for attention blocks.
+LEGACY_KEYS = {"to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"}
+
+
+def _to_keras_layout(array, layout):
+    if layout == "conv":
+        return np.transpose(array, (2, 3, 1, 0))
+    if layout == "dense":
+        return np.transpose(array.reshape(array.shape[0], -1))  # 1x1 convs act as dense layers
+    return array
+
+
+def _find(tensors, key):
+    if key in tensors:
+        return key
+    for new, old in LEGACY_KEYS.items():
+        legacy = key.replace(f".{new}.", f".{old}.")
+        if legacy != key and legacy in tensors:
+            return legacy
+    return None
+
+
+def load_weights(model, tensors, source="tensors"):
+    """Assigns diffusers-named numpy `tensors` to `model`; every weight must be present and fit."""
+    pending = dict(tensors)
+    missing = []
+    for variable, key, layout in weight_map(model):
+        found = _find(pending, key)
+        if found is None:
+            missing.append(key)
+            continue
+        value = _to_keras_layout(pending.pop(found), layout)
+        if tuple(value.shape) != tuple(variable.shape):
+            raise ValueError(
+                f"{source}: tensor {found!r} has shape {tuple(value.shape)} in Keras layout; the model built from "
+                f"its config expects {tuple(variable.shape)} for {variable.path}."
+            )
+        variable.assign(value.astype(variable.dtype))
+    if missing:
+        raise ValueError(f"{source}: {len(missing)} tensors the config implies are missing, e.g. {missing[:5]}.")
+    if pending:
+        raise ValueError(f"{source}: {len(pending)} tensors do not fit the config, e.g. {sorted(pending)[:5]}.")
