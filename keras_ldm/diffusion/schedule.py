@@ -152,7 +152,8 @@ def prediction_to_eps_and_x0(prediction, x_t, alpha_cumprod, prediction_type):
     [[1.0, 1.0]]
     """
     _check_choice("prediction_type", prediction_type, PARAMETERIZATIONS)
-    prediction, x_t = ops.convert_to_tensor(prediction), ops.convert_to_tensor(x_t)
+    prediction = ops.convert_to_tensor(prediction)
+    x_t = ops.cast(x_t, prediction.dtype)
     alpha_cumprod = ops.cast(alpha_cumprod, x_t.dtype)
     sqrt_alpha = ops.sqrt(alpha_cumprod)
     sqrt_one_minus_alpha = ops.sqrt(1.0 - alpha_cumprod)

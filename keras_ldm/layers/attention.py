@@ -108,8 +108,8 @@ class CrossAttention(keras.layers.Layer):
         self.to_v = keras.layers.Dense(inner, use_bias=False, name="to_v")
         self.dropout = keras.layers.Dropout(dropout)
 
-    def build(self, query_shape, context_shape=None):
-        query_dim = query_shape[-1]
+    def build(self, x_shape, context_shape=None):
+        query_dim = x_shape[-1]
         context_dim = query_dim if context_shape is None else context_shape[-1]
         self.to_q.build((None, None, query_dim))
         self.to_k.build((None, None, context_dim))
@@ -122,8 +122,8 @@ class CrossAttention(keras.layers.Layer):
         h = multi_head_attention(self.to_q(x), self.to_k(context), self.to_v(context), self.num_heads)
         return self.dropout(self.to_out(h), training=training)
 
-    def compute_output_shape(self, query_shape, context_shape=None):
-        return query_shape
+    def compute_output_shape(self, x_shape, context_shape=None):
+        return x_shape
 
     def get_config(self):
         return {
@@ -191,8 +191,8 @@ class BasicTransformerBlock(keras.layers.Layer):
         self.norm3 = layer_norm(name="norm3")
         self.ff = GEGLUFeedForward(dropout=dropout, name="ff")
 
-    def build(self, input_shape, context_shape=None):
-        dim = input_shape[-1]
+    def build(self, x_shape, context_shape=None):
+        dim = x_shape[-1]
         tokens = (None, None, dim)
         context = None if self.context_dim is None else (None, None, self.context_dim)
         for norm in (self.norm1, self.norm2, self.norm3):
@@ -206,8 +206,8 @@ class BasicTransformerBlock(keras.layers.Layer):
         x = x + self.attn2(self.norm2(x), context, training=training)
         return x + self.ff(self.norm3(x), training=training)
 
-    def compute_output_shape(self, input_shape, context_shape=None):
-        return input_shape
+    def compute_output_shape(self, x_shape, context_shape=None):
+        return x_shape
 
     def get_config(self):
         return {
@@ -255,8 +255,8 @@ class SpatialTransformer(keras.layers.Layer):
             for i in range(depth)
         ]
 
-    def build(self, input_shape, context_shape=None):
-        channels = input_shape[-1]
+    def build(self, x_shape, context_shape=None):
+        channels = x_shape[-1]
         inner = self.num_heads * self.head_dim
         self.norm.build((None, None, None, channels))
         self.proj_in.build((None, None, channels))
@@ -281,8 +281,8 @@ class SpatialTransformer(keras.layers.Layer):
         h = ops.reshape(self.proj_out(h), shape)
         return x + ops.cast(h, x.dtype)
 
-    def compute_output_shape(self, input_shape, context_shape=None):
-        return input_shape
+    def compute_output_shape(self, x_shape, context_shape=None):
+        return x_shape
 
     def get_config(self):
         return {

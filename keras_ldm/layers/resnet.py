@@ -204,7 +204,7 @@ class ResBlock(keras.layers.Layer):
             x = self.conv_shortcut(x)
         return x + ops.cast(h, x.dtype)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape, emb_shape=None):
         factor = {"up": 2.0, "down": 0.5, None: 1.0}[self.resample]
         scale = lambda n: None if n is None else int(n * factor)  # noqa: E731
         return (input_shape[0], scale(input_shape[1]), scale(input_shape[2]), self.out_channels)

@@ -157,7 +157,7 @@ def test_prediction_conversions_round_trip():
 def test_conversion_with_scalar_alpha_matches_definition_of_v():
     rng = np.random.default_rng(2)
     x0, eps, a = rng.normal(size=(2, 5)).astype("float32"), rng.normal(size=(2, 5)).astype("float32"), 0.3
-    x_t = np.sqrt(a) * x0 + np.sqrt(1 - a) * eps
+    x_t = (np.sqrt(a) * x0 + np.sqrt(1 - a) * eps).astype("float32")
     v = ops.convert_to_numpy(convert_prediction(eps, x_t, a, "eps", "v"))
     np.testing.assert_allclose(v, np.sqrt(a) * eps - np.sqrt(1 - a) * x0, rtol=1e-5, atol=1e-6)
 
