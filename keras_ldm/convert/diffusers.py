@@ -29,8 +29,9 @@ def from_diffusers(path, dtype=None):
     >>> unet = from_diffusers("ldm-text2im-large-256/unet")  # doctest: +SKIP
     """
     config = read_config(path)
+    tensors = read_tensors(path)
     model = model_from_config(config, dtype=dtype)
-    load_weights(model, read_tensors(path), source=path)
+    load_weights(model, tensors, source=path)
     return model
 
 
@@ -110,8 +111,8 @@ def _channel_mult(config):
 
 
 def _attention_levels(config, marker):
-    down = config["down_block_types"]
-    up = config["up_block_types"]
+    down = config.get("down_block_types", [""] * len(config["block_out_channels"]))
+    up = config.get("up_block_types", [""] * len(config["block_out_channels"]))
     levels = [i for i, kind in enumerate(down) if marker in kind]
     mirrored = [len(up) - 1 - i for i, kind in enumerate(up) if marker in kind]
     if sorted(mirrored) != levels:

@@ -10,6 +10,8 @@ the seed, an inpainting mask — is a tensor argument, so changing its value doe
 jax, tensorflow and torch are imported lazily, so keras_ldm imports without them.
 """
 
+import math
+
 import keras
 from keras import ops
 from keras import tree
@@ -42,10 +44,7 @@ def make_noise_sampler(seed, shape, dtype="float32"):
         key = jax.random.PRNGKey(seed)
         return lambda i: jax.random.normal(jax.random.fold_in(key, i), shape, dtype)
     if backend == "tensorflow":
-        import tensorflow as tf
-
-        seed = tf.cast(seed, tf.int32)
-        return lambda i: tf.random.stateless_normal(shape, seed=tf.stack([seed, tf.cast(i, tf.int32)]), dtype=dtype)
+        return _tensorflow_noise_sampler(seed, shape, dtype)
     if backend == "torch":
         import torch
 
@@ -56,6 +55,24 @@ def make_noise_sampler(seed, shape, dtype="float32"):
 
         return noise
     raise ValueError(f"Unsupported Keras backend {backend!r} for sampling; use 'jax', 'tensorflow' or 'torch'.")
+
+
+def _tensorflow_noise_sampler(seed, shape, dtype):
+    """Philox bits + Box–Muller: `tf.random.stateless_normal` gives other numbers under XLA than
+    eagerly, while the raw Philox bits agree, so the compiled loop and an eager run share noise."""
+    import tensorflow as tf
+
+    key = tf.reshape(tf.cast(seed, tf.uint64), [1])
+    size = math.prod(shape)
+
+    def noise(i):
+        counter = tf.stack([tf.cast(i, tf.uint64), tf.constant(0, tf.uint64)])
+        bits = tf.raw_ops.StatelessRandomUniformFullIntV2(shape=[2, size], key=key, counter=counter, alg=1, dtype=tf.uint32)
+        uniform = (tf.cast(tf.bitwise.right_shift(bits, 8), tf.float32) + 0.5) * 2.0**-24  # in (0, 1)
+        normal = tf.sqrt(-2.0 * tf.math.log(uniform[0])) * tf.cos(2.0 * math.pi * uniform[1])
+        return tf.cast(tf.reshape(normal, shape), dtype)
+
+    return noise
 
 
 def compile_function(fn, model=None):
