@@ -59,5 +59,6 @@ class DiagonalGaussian:
         if self.deterministic:
             return ops.zeros(ops.shape(self.mean)[:1])
         axes = tuple(range(1, len(self.mean.shape)))
+        sample = ops.cast(ops.convert_to_tensor(sample), "float32")
         terms = math.log(2.0 * math.pi) + self.logvar + ops.square(sample - self.mean) / self.var
         return 0.5 * ops.sum(terms, axis=axes)

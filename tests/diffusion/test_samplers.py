@@ -280,3 +280,44 @@ def test_inpainting_needs_mask_and_x0():
         sample_ddim(keras_denoiser, X_T, SCHEDULE, 10, mask=MASK)
     with pytest.raises(ValueError, match=r"x0.*\(2, 8, 8, 4\).*\(2, 8, 8, 3\)"):
         sample_ddim(keras_denoiser, X_T, SCHEDULE, 10, mask=MASK, x0=X0_KNOWN[..., :3])
+
+
+def test_small_unet_with_guidance_matches_diffusers(tmp_path):
+    """The real path: a diffusers UNet2DConditionModel converted with `from_diffusers`, classifier-free
+    guidance in one 2B call, the compiled loop — against the diffusers pipeline loop."""
+    import diffusers
+
+    from keras_ldm.convert import from_diffusers
+    from keras_ldm.diffusion.compile import make_sampling_fn
+
+    torch.manual_seed(0)
+    reference = diffusers.UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=2,
+    ).eval()
+    reference.save_pretrained(tmp_path, safe_serialization=True)
+    unet = from_diffusers(str(tmp_path))
+    rng = np.random.default_rng(3)
+    context = rng.normal(size=(2, 5, 32)).astype("float32")
+    unconditional = rng.normal(size=(1, 5, 32)).astype("float32")
+    scale, num_steps = 5.0, 10
+
+    def build(model, inputs):
+        return classifier_free_guidance(model, inputs["context"], inputs["unconditional_context"], inputs["guidance_scale"])
+
+    sample = make_sampling_fn("ddim", unet, build, SCHEDULE, num_steps, return_trajectory=True)
+    inputs = {"context": context, "unconditional_context": unconditional, "guidance_scale": scale}
+    final, trajectory = sample(X_T, inputs)
+
+    scheduler = make_scheduler("ddim", num_steps)
+    x = torch.from_numpy(X_T).permute(0, 3, 1, 2)
+    both_contexts = torch.cat([torch.from_numpy(unconditional).repeat(2, 1, 1), torch.from_numpy(context)])
+    expected = []
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            uncond, cond = reference(torch.cat([x, x]), t, encoder_hidden_states=both_contexts).sample.chunk(2)
+            x = scheduler.step(uncond + scale * (cond - uncond), t, x).prev_sample
+            expected.append(x.permute(0, 2, 3, 1).numpy())
+    assert relative_error(trajectory, np.stack(expected)) <= TOLERANCE
+    assert relative_error(final, expected[-1]) <= TOLERANCE
