@@ -81,7 +81,9 @@ def main(args):
     print(f"latents              {tuple(latents.shape)} -> UNet output {tuple(noise_prediction.shape)}")
 
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    grid = np.concatenate([np.concatenate(list(to_uint8(x[:8])), axis=1) for x in (held_out, reconstructions)])
+    grid = np.concatenate(
+        [np.concatenate(list(to_uint8(x[:8])), axis=1) for x in (held_out, reconstructions)]
+    )
     Image.fromarray(grid).resize((grid.shape[1] * 4, grid.shape[0] * 4), Image.NEAREST).save(args.out)
     print(f"wrote                {args.out} (top: held-out crops, bottom: reconstructions)")
 

@@ -1,6 +1,6 @@
 """Runs the test suite once per Keras backend (jax, tensorflow, torch); exits non-zero if any fails.
 
-    python tests/run_all_backends.py [extra pytest args]
+python tests/run_all_backends.py [extra pytest args]
 """
 
 import os
@@ -18,7 +18,9 @@ def main(extra_args):
         print(f"\n===== KERAS_BACKEND={backend} =====", flush=True)
         start = time.time()
         env = dict(os.environ, KERAS_BACKEND=backend)
-        code = subprocess.call([sys.executable, "-m", "pytest", "-q", "tests", *extra_args], cwd=root, env=env)
+        code = subprocess.call(
+            [sys.executable, "-m", "pytest", "-q", "tests", *extra_args], cwd=root, env=env
+        )
         results.append((backend, code, time.time() - start))
     print("\nbackend     result  seconds")
     for backend, code, seconds in results:

@@ -97,7 +97,9 @@ def _uniform(config, key, default):
     value = config.get(key, default)
     if isinstance(value, (list, tuple)):
         if len(set(value)) != 1:
-            raise ValueError(f"{config['_class_name']} config has {key}={value!r}; keras_ldm needs one value for every block.")
+            raise ValueError(
+                f"{config['_class_name']} config has {key}={value!r}; keras_ldm needs one value for every block."
+            )
         value = value[0]
     return value
 
@@ -186,7 +188,9 @@ def _unet_common(config):
         model_channels=model_channels,
         channel_mult=channel_mult,
         num_res_blocks=_uniform(config, "layers_per_block", 2),
-        use_scale_shift_norm=_require(config, "resnet_time_scale_shift", ("default", "scale_shift"), "default")
+        use_scale_shift_norm=_require(
+            config, "resnet_time_scale_shift", ("default", "scale_shift"), "default"
+        )
         == "scale_shift",
         num_classes=config.get("num_class_embeds"),
         flip_sin_to_cos=config.get("flip_sin_to_cos", True),
@@ -407,6 +411,10 @@ def load_weights(model, tensors, source="tensors"):
             )
         variable.assign(value.astype(variable.dtype))
     if missing:
-        raise ValueError(f"{source}: {len(missing)} tensors the config implies are missing, e.g. {missing[:5]}.")
+        raise ValueError(
+            f"{source}: {len(missing)} tensors the config implies are missing, e.g. {missing[:5]}."
+        )
     if pending:
-        raise ValueError(f"{source}: {len(pending)} tensors do not fit the config, e.g. {sorted(pending)[:5]}.")
+        raise ValueError(
+            f"{source}: {len(pending)} tensors do not fit the config, e.g. {sorted(pending)[:5]}."
+        )

@@ -1,6 +1,12 @@
 """Backend-agnostic building blocks (keras.ops only, channels-last, serializable)."""
 
-from keras_ldm.layers.attention import AttnBlock, BasicTransformerBlock, CrossAttention, GEGLUFeedForward, SpatialTransformer
+from keras_ldm.layers.attention import (
+    AttnBlock,
+    BasicTransformerBlock,
+    CrossAttention,
+    GEGLUFeedForward,
+    SpatialTransformer,
+)
 from keras_ldm.layers.distributions import DiagonalGaussian
 from keras_ldm.layers.embeddings import TimestepEmbedding, timestep_embedding
 from keras_ldm.layers.quantizer import VectorQuantizer

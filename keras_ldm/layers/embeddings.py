@@ -55,9 +55,7 @@ class TimestepEmbedding(keras.layers.Layer):
         self.linear_2.build((None, self.embed_dim))
 
     def call(self, timesteps):
-        features = timestep_embedding(
-            timesteps, self.input_dim, self.flip_sin_to_cos, self.freq_shift
-        )
+        features = timestep_embedding(timesteps, self.input_dim, self.flip_sin_to_cos, self.freq_shift)
         features = ops.cast(features, self.compute_dtype)
         return self.linear_2(ops.silu(self.linear_1(features)))
 

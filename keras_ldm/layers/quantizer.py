@@ -31,7 +31,9 @@ class VectorQuantizer(keras.layers.Layer):
     ((1, 2, 2, 4), (1, 2, 2))
     """
 
-    def __init__(self, n_embed, embed_dim, beta=0.25, legacy=True, remap=None, unknown_index="extra", **kwargs):
+    def __init__(
+        self, n_embed, embed_dim, beta=0.25, legacy=True, remap=None, unknown_index="extra", **kwargs
+    ):
         super().__init__(**kwargs)
         if isinstance(remap, str):
             remap = np.load(remap).tolist()
@@ -46,7 +48,9 @@ class VectorQuantizer(keras.layers.Layer):
 
     def build(self, input_shape=None):
         if input_shape is not None and input_shape[-1] != self.embed_dim:
-            raise ValueError(f"VectorQuantizer input has {input_shape[-1]} channels; expected embed_dim={self.embed_dim}.")
+            raise ValueError(
+                f"VectorQuantizer input has {input_shape[-1]} channels; expected embed_dim={self.embed_dim}."
+            )
         bound = 1.0 / self.n_embed
         self.embeddings = self.add_weight(
             shape=(self.n_embed, self.embed_dim),

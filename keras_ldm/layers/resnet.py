@@ -30,6 +30,12 @@ def downsample_average(x):
     return ops.average_pool(x, pool_size=2, strides=2, padding="valid")
 
 
+def _resized_shape(shape, factor, channels):
+    """`(B, H, W, C)` with H and W scaled by `factor` (unknown sizes stay None)."""
+    scale = [None if n is None else int(n * factor) for n in shape[1:3]]
+    return (shape[0], *scale, channels)
+
+
 @keras.saving.register_keras_serializable(package="keras_ldm")
 class Downsample(keras.layers.Layer):
     """Halves H and W: a stride-2 3x3 conv, or 2x2 average pooling without `with_conv`.
@@ -62,9 +68,8 @@ class Downsample(keras.layers.Layer):
         return self.conv(ops.pad(x, ((0, 0), (before, 1), (before, 1), (0, 0))))
 
     def compute_output_shape(self, input_shape):
-        halve = lambda n: None if n is None else n // 2  # noqa: E731
         channels = self.channels if self.with_conv else input_shape[-1]
-        return (input_shape[0], halve(input_shape[1]), halve(input_shape[2]), channels)
+        return _resized_shape(input_shape, 0.5, channels)
 
     def get_config(self):
         return {
@@ -99,9 +104,8 @@ class Upsample(keras.layers.Layer):
         return self.conv(x) if self.conv is not None else x
 
     def compute_output_shape(self, input_shape):
-        double = lambda n: None if n is None else n * 2  # noqa: E731
         channels = self.channels if self.with_conv else input_shape[-1]
-        return (input_shape[0], double(input_shape[1]), double(input_shape[2]), channels)
+        return _resized_shape(input_shape, 2.0, channels)
 
     def get_config(self):
         return {**super().get_config(), "channels": self.channels, "with_conv": self.with_conv}
@@ -206,8 +210,7 @@ class ResBlock(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape, emb_shape=None):
         factor = {"up": 2.0, "down": 0.5, None: 1.0}[self.resample]
-        scale = lambda n: None if n is None else int(n * factor)  # noqa: E731
-        return (input_shape[0], scale(input_shape[1]), scale(input_shape[2]), self.out_channels)
+        return _resized_shape(input_shape, factor, self.out_channels)
 
     def get_config(self):
         return {

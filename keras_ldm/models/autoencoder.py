@@ -64,12 +64,25 @@ class Encoder(keras.layers.Layer):
                 ResBlock(ch * mult, dropout=dropout, epsilon=EPSILON, name=f"down_blocks_{level}_resnets_{j}")
                 for j in range(num_res_blocks)
             ]
-            attentions = [AttnBlock(name=f"down_blocks_{level}_attentions_{j}") for j in range(num_res_blocks)] if size in self.attn_resolutions else []
-            resampler = None if last else Downsample(ch * mult, padding="asymmetric", name=f"down_blocks_{level}_downsample")
+            attentions = (
+                [AttnBlock(name=f"down_blocks_{level}_attentions_{j}") for j in range(num_res_blocks)]
+                if size in self.attn_resolutions
+                else []
+            )
+            resampler = (
+                None
+                if last
+                else Downsample(ch * mult, padding="asymmetric", name=f"down_blocks_{level}_downsample")
+            )
             self.down_blocks.append(Stage(resnets, attentions, resampler, name=f"down_blocks_{level}"))
             size = size if last else size // 2
         top = ch * self.ch_mult[-1]
-        self.mid_block = mid_stage(top, AttnBlock(name="mid_block_attentions_0") if mid_attention else None, dropout=dropout, epsilon=EPSILON)
+        self.mid_block = mid_stage(
+            top,
+            AttnBlock(name="mid_block_attentions_0") if mid_attention else None,
+            dropout=dropout,
+            epsilon=EPSILON,
+        )
         self.conv_norm_out = group_norm(EPSILON, name="conv_norm_out")
         self.conv_out = conv2d(2 * z_channels if double_z else z_channels, name="conv_out")
 
@@ -148,7 +161,12 @@ class Decoder(keras.layers.Layer):
         self.dropout, self.mid_attention = dropout, mid_attention
         top = ch * self.ch_mult[-1]
         self.conv_in = conv2d(top, name="conv_in")
-        self.mid_block = mid_stage(top, AttnBlock(name="mid_block_attentions_0") if mid_attention else None, dropout=dropout, epsilon=EPSILON)
+        self.mid_block = mid_stage(
+            top,
+            AttnBlock(name="mid_block_attentions_0") if mid_attention else None,
+            dropout=dropout,
+            epsilon=EPSILON,
+        )
         self.up_blocks = []
         size = resolution // 2 ** (len(self.ch_mult) - 1)
         for index, level in enumerate(reversed(range(len(self.ch_mult)))):
@@ -157,7 +175,11 @@ class Decoder(keras.layers.Layer):
                 ResBlock(out, dropout=dropout, epsilon=EPSILON, name=f"up_blocks_{index}_resnets_{j}")
                 for j in range(num_res_blocks + 1)
             ]
-            attentions = [AttnBlock(name=f"up_blocks_{index}_attentions_{j}") for j in range(num_res_blocks + 1)] if size in self.attn_resolutions else []
+            attentions = (
+                [AttnBlock(name=f"up_blocks_{index}_attentions_{j}") for j in range(num_res_blocks + 1)]
+                if size in self.attn_resolutions
+                else []
+            )
             resampler = Upsample(out, name=f"up_blocks_{index}_upsample") if level else None
             self.up_blocks.append(Stage(resnets, attentions, resampler, name=f"up_blocks_{index}"))
             size = size * 2 if level else size
@@ -229,7 +251,9 @@ class _Autoencoder(keras.Model):
             dropout=dropout,
             mid_attention=mid_attention,
         )
-        self.architecture = dict(shared, in_channels=in_channels, out_channels=out_channels, embed_dim=embed_dim)
+        self.architecture = dict(
+            shared, in_channels=in_channels, out_channels=out_channels, embed_dim=embed_dim
+        )
         self.architecture["ch_mult"] = list(ch_mult)
         self.architecture["attn_resolutions"] = list(attn_resolutions)
         self.in_channels, self.out_channels, self.embed_dim = in_channels, out_channels, embed_dim
@@ -318,7 +342,9 @@ class VQAutoencoder(_Autoencoder):
 
     def __init__(self, n_embed=8192, beta=0.25, legacy=True, remap=None, unknown_index="extra", **kwargs):
         super().__init__(**kwargs)
-        self.quantizer_config = dict(n_embed=n_embed, beta=beta, legacy=legacy, remap=remap, unknown_index=unknown_index)
+        self.quantizer_config = dict(
+            n_embed=n_embed, beta=beta, legacy=legacy, remap=remap, unknown_index=unknown_index
+        )
         self.quant_conv = conv2d(self.embed_dim, 1, name="quant_conv")
         self.quantizer = VectorQuantizer(embed_dim=self.embed_dim, name="quantize", **self.quantizer_config)
         self.post_quant_conv = conv2d(self.z_channels, 1, name="post_quant_conv")

@@ -94,7 +94,9 @@ class UNet(keras.Model):
         self.channel_mult = tuple(channel_mult)
         embed_dim = 4 * model_channels
         self.embed_dim = embed_dim
-        self.time_embedding = TimestepEmbedding(model_channels, embed_dim, flip_sin_to_cos, freq_shift, name="time_embedding")
+        self.time_embedding = TimestepEmbedding(
+            model_channels, embed_dim, flip_sin_to_cos, freq_shift, name="time_embedding"
+        )
         self.class_embedding = None
         if num_classes is not None:
             self.class_embedding = keras.layers.Embedding(num_classes, embed_dim, name="class_embedding")
@@ -172,7 +174,9 @@ class UNet(keras.Model):
             self.up_blocks.append(
                 Stage(
                     [self._resblock(width, f"{prefix}_resnets_{j}") for j in range(count)],
-                    [self._attention(width, f"{prefix}_attentions_{j}") for j in range(count)] if with_attention else [],
+                    [self._attention(width, f"{prefix}_attentions_{j}") for j in range(count)]
+                    if with_attention
+                    else [],
                     self._resampler(width, "up", f"{prefix}_upsample") if level > 0 else None,
                     name=prefix,
                 )
@@ -217,18 +221,24 @@ class UNet(keras.Model):
         check_feature_map(x, "x", self.in_channels, 2 ** (len(self.channel_mult) - 1))
         batch = x.shape[0]
         if len(timesteps.shape) > 1:
-            raise ValueError(f"`timesteps` must be a scalar or have shape (batch,); got shape {tuple(timesteps.shape)}.")
+            raise ValueError(
+                f"`timesteps` must be a scalar or have shape (batch,); got shape {tuple(timesteps.shape)}."
+            )
         if len(timesteps.shape) == 1 and timesteps.shape[0] != 1:
             check_batch(timesteps.shape, "timesteps", batch)
         if self.context_dim is not None:
             if context is None:
-                raise ValueError(f"This UNet cross-attends to a context of width {self.context_dim}; pass `context`.")
+                raise ValueError(
+                    f"This UNet cross-attends to a context of width {self.context_dim}; pass `context`."
+                )
             check_sequence(context, "context", self.context_dim, batch)
         elif context is not None:
             raise ValueError("`context` was given but this UNet has no cross-attention (context_dim=None).")
         if self.num_classes is not None:
             if labels is None:
-                raise ValueError(f"This UNet is class-conditional ({self.num_classes} classes); pass `labels`.")
+                raise ValueError(
+                    f"This UNet is class-conditional ({self.num_classes} classes); pass `labels`."
+                )
             if len(labels.shape) != 1:
                 raise ValueError(f"`labels` must have shape (batch,); got shape {tuple(labels.shape)}.")
             check_batch(labels.shape, "labels", batch)
@@ -267,7 +277,9 @@ class UNet(keras.Model):
         h = run_mid_stage(self.mid_block, h, emb, context, training)
         for stage in self.up_blocks:
             for j, resnet in enumerate(stage.resnets):
-                h = resnet(ops.concatenate([h, ops.cast(skips.pop(), h.dtype)], axis=-1), emb, training=training)
+                h = resnet(
+                    ops.concatenate([h, ops.cast(skips.pop(), h.dtype)], axis=-1), emb, training=training
+                )
                 if stage.attentions:
                     h = apply_attention(stage.attentions[j], h, context, training)
             if stage.resampler is not None:

@@ -4,14 +4,13 @@ Every output must match within 1e-4 (largest absolute difference, float32), on e
 """
 
 import diffusers
-import keras
 import numpy as np
 import pytest
 import torch
 
 from keras_ldm.convert import from_diffusers
 from keras_ldm.models import AutoencoderKL, UNet, VQAutoencoder
-from tests.conftest import nchw_to_nhwc, nhwc_to_nchw, to_numpy
+from tests.conftest import nchw_to_nhwc, to_numpy
 
 TOLERANCE = 1e-4
 
@@ -41,7 +40,11 @@ def assert_close(ours, theirs):
 
 AUTOENCODER_BLOCKS = {
     "plain": (("DownEncoderBlock2D",) * 2, ("UpDecoderBlock2D",) * 2, True),
-    "attention_levels": (("DownEncoderBlock2D", "AttnDownEncoderBlock2D"), ("AttnUpDecoderBlock2D", "UpDecoderBlock2D"), True),
+    "attention_levels": (
+        ("DownEncoderBlock2D", "AttnDownEncoderBlock2D"),
+        ("AttnUpDecoderBlock2D", "UpDecoderBlock2D"),
+        True,
+    ),
     "no_mid_attention": (("DownEncoderBlock2D",) * 2, ("UpDecoderBlock2D",) * 2, False),
 }
 
@@ -79,7 +82,9 @@ def test_autoencoder_kl_matches_diffusers(tmp_path, blocks):
 @pytest.mark.parametrize("blocks", ["plain", "no_mid_attention"])
 def test_vq_autoencoder_matches_diffusers(tmp_path, blocks):
     torch.manual_seed(0)
-    reference = diffusers.VQModel(latent_channels=3, num_vq_embeddings=64, vq_embed_dim=3, **autoencoder_kwargs(blocks))
+    reference = diffusers.VQModel(
+        latent_channels=3, num_vq_embeddings=64, vq_embed_dim=3, **autoencoder_kwargs(blocks)
+    )
     reference = randomize_norms(reference)
     model = save_and_load(reference, tmp_path)
     assert isinstance(model, VQAutoencoder)
@@ -104,7 +109,9 @@ CROSS_ATTENTION_UNETS = {
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
     ),
-    "depth2_scale_shift": dict(attention_head_dim=2, transformer_layers_per_block=2, resnet_time_scale_shift="scale_shift"),
+    "depth2_scale_shift": dict(
+        attention_head_dim=2, transformer_layers_per_block=2, resnet_time_scale_shift="scale_shift"
+    ),
     "class_conditional": dict(attention_head_dim=4, num_class_embeds=10),
     "linear_projection": dict(attention_head_dim=4, use_linear_projection=True),
 }
@@ -175,3 +182,53 @@ def test_unet_2d_matches_diffusers(tmp_path, variant):
         expected = reference(x, t, class_labels=labels).sample
     ours = model(nchw_to_nhwc(x), timesteps=t.numpy(), labels=None if labels is None else labels.numpy())
     assert_close(ours, nchw_to_nhwc(expected))
+
+
+NO_TORCH_SCRIPT = """
+import sys
+sys.modules["torch"] = None  # any `import torch` now fails
+import numpy as np
+from keras_ldm.convert import from_diffusers
+model = from_diffusers(sys.argv[1])
+x = np.load(sys.argv[2])
+np.save(sys.argv[3], np.asarray(model(x, timesteps=np.array([10, 500]))))
+"""
+
+
+def test_from_diffusers_needs_no_pytorch(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    torch.manual_seed(0)
+    reference = randomize_norms(
+        diffusers.UNet2DModel(
+            sample_size=8,
+            in_channels=3,
+            out_channels=3,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+            up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+            attention_head_dim=16,
+        )
+    )
+    reference.save_pretrained(tmp_path / "unet")
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        expected = reference(x, torch.tensor([10, 500])).sample
+    np.save(tmp_path / "x.npy", nchw_to_nhwc(x))
+    env = dict(os.environ, KERAS_BACKEND="jax")
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            NO_TORCH_SCRIPT,
+            str(tmp_path / "unet"),
+            str(tmp_path / "x.npy"),
+            str(tmp_path / "out.npy"),
+        ],
+        check=True,
+        env=env,
+    )
+    assert_close(np.load(tmp_path / "out.npy"), nchw_to_nhwc(expected))

@@ -12,7 +12,10 @@ from keras_ldm.layers.resnet import Downsample, ResBlock, Upsample
 from tests.conftest import to_numpy
 
 LAYERS = [
-    (lambda: ResBlock(32, embed_dim=8, use_scale_shift_norm=True, skip_kernel_size=3), [(2, 8, 8, 64), (2, 8)]),
+    (
+        lambda: ResBlock(32, embed_dim=8, use_scale_shift_norm=True, skip_kernel_size=3),
+        [(2, 8, 8, 64), (2, 8)],
+    ),
     (lambda: ResBlock(32, resample="down"), [(2, 8, 8, 32)]),
     (lambda: Downsample(8, padding="asymmetric"), [(1, 8, 8, 4)]),
     (lambda: Downsample(32, with_conv=False), [(1, 8, 8, 32)]),
@@ -46,7 +49,9 @@ def test_timestep_embedding_matches_compvis_formula():
     shifted = timestep_embedding(t, 16, flip_sin_to_cos=False, freq_shift=1)
     freqs = np.exp(-np.log(10000.0) * np.arange(half) / (half - 1))
     angles = t[:, None] * freqs[None]
-    np.testing.assert_allclose(to_numpy(shifted), np.concatenate([np.sin(angles), np.cos(angles)], 1), atol=1e-4)
+    np.testing.assert_allclose(
+        to_numpy(shifted), np.concatenate([np.sin(angles), np.cos(angles)], 1), atol=1e-4
+    )
 
 
 def test_downsample_padding_modes_differ_as_compvis():
@@ -57,7 +62,10 @@ def test_downsample_padding_modes_differ_as_compvis():
         kernel = np.zeros((3, 3, 1, 1), "float32")
         kernel[0, 0] = 1.0  # picks the top-left corner of each 3x3 window
         layer.conv.set_weights([kernel, np.zeros(1, "float32")])
-        corner = [[x[0, r, c, 0] if r >= 0 and c >= 0 else 0 for c in (rows[0][0], rows[1][0])] for r in (rows[0][0], rows[1][0])]
+        corner = [
+            [x[0, r, c, 0] if r >= 0 and c >= 0 else 0 for c in (rows[0][0], rows[1][0])]
+            for r in (rows[0][0], rows[1][0])
+        ]
         np.testing.assert_allclose(to_numpy(layer(x))[0, :, :, 0], corner)
 
 
@@ -117,7 +125,9 @@ def test_vector_quantizer_loss_indices_and_straight_through(legacy):
     z_q = codebook[indices]
     np.testing.assert_allclose(to_numpy(out["quantized"]), z_q, atol=1e-6)
     mse = np.mean((z_q - z) ** 2)
-    np.testing.assert_allclose(float(to_numpy(out["loss"])), 1.25 * mse, rtol=1e-5)  # both terms equal forward
+    np.testing.assert_allclose(
+        float(to_numpy(out["loss"])), 1.25 * mse, rtol=1e-5
+    )  # both terms equal forward
     usage = np.bincount(indices.reshape(-1), minlength=8) / indices.size
     perplexity = np.exp(-np.sum(usage * np.log(usage + 1e-10)))
     np.testing.assert_allclose(float(to_numpy(out["perplexity"])), perplexity, rtol=1e-5)
@@ -136,7 +146,7 @@ def test_vector_quantizer_gradients_follow_legacy_flag():
         vq.build()
         (codes,) = [v.value for v in vq.trainable_variables]
 
-        def loss_of(z, codes):
+        def loss_of(z, codes, vq=vq):
             out, _ = vq.stateless_call([codes], [], z)
             return out["loss"] + jnp.sum(out["quantized"])
 

@@ -69,7 +69,9 @@ def test_big_configs_match_diffusers_parameter_counts():
         num_head_channels=32,
     )
     assert ours_unet == sum(p.numel() for p in unet.parameters())
-    ours_vq = count_symbolically(VQAutoencoder, ch=128, ch_mult=(1, 2, 4), z_channels=3, embed_dim=3, n_embed=8192)
+    ours_vq = count_symbolically(
+        VQAutoencoder, ch=128, ch_mult=(1, 2, 4), z_channels=3, embed_dim=3, n_embed=8192
+    )
     assert ours_vq == sum(p.numel() for p in vq.parameters())
 
 
@@ -97,7 +99,9 @@ def randomize(model):
 def test_models_survive_keras_save_and_load(tmp_path):
     unet = randomize(tiny_unet(num_classes=3, use_scale_shift_norm=True))
     x = np.random.default_rng(1).normal(size=(2, 8, 8, 4)).astype("float32")
-    inputs = dict(timesteps=np.array([1, 700]), context=np.ones((2, 3, 16), "float32"), labels=np.array([0, 2]))
+    inputs = dict(
+        timesteps=np.array([1, 700]), context=np.ones((2, 3, 16), "float32"), labels=np.array([0, 2])
+    )
     unet.save(tmp_path / "unet.keras")
     restored = keras.models.load_model(tmp_path / "unet.keras")
     np.testing.assert_allclose(to_numpy(restored(x, **inputs)), to_numpy(unet(x, **inputs)), atol=1e-6)
@@ -116,7 +120,9 @@ def test_vq_decode_indices_equals_decode_of_quantized():
     h = vq.encode(np.random.default_rng(3).uniform(-1, 1, size=(1, 8, 8, 3)).astype("float32"))
     codes = vq.quantize_latents(h)
     np.testing.assert_allclose(
-        to_numpy(vq.decode_indices(codes["indices"])), to_numpy(vq.decode(codes["quantized"], force_not_quantize=True)), atol=1e-6
+        to_numpy(vq.decode_indices(codes["indices"])),
+        to_numpy(vq.decode(codes["quantized"], force_not_quantize=True)),
+        atol=1e-6,
     )
     assert np.max(np.abs(to_numpy(vq.decode(h, force_not_quantize=True)) - to_numpy(vq.decode(h)))) > 1e-4
 
@@ -178,7 +184,9 @@ def test_from_diffusers_rejects_folders_that_are_not_components(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"_class_name": "CLIPTextModel"}))
     with pytest.raises(ValueError, match="_class_name='CLIPTextModel'"):
         from_diffusers(str(tmp_path))
-    (tmp_path / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL", "latent_channels": 4, "block_out_channels": [32]}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({"_class_name": "AutoencoderKL", "latent_channels": 4, "block_out_channels": [32]})
+    )
     with pytest.raises(ValueError, match="No diffusion_pytorch_model.safetensors"):
         from_diffusers(str(tmp_path))
 
