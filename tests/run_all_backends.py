@@ -1,4 +1,4 @@
-"""Runs the test suite once per Keras backend (jax, tensorflow, torch); exits non-zero if any fails.
+"""Runs the test suite and the docstring examples once per Keras backend (jax, tensorflow, torch); exits non-zero if any fails.
 
 python tests/run_all_backends.py [extra pytest args]
 """
@@ -19,7 +19,7 @@ def main(extra_args):
         start = time.time()
         env = dict(os.environ, KERAS_BACKEND=backend)
         code = subprocess.call(
-            [sys.executable, "-m", "pytest", "-q", "tests", *extra_args], cwd=root, env=env
+            [sys.executable, "-m", "pytest", "-q", "--doctest-modules", "keras_ldm", "tests", *extra_args], cwd=root, env=env
         )
         results.append((backend, code, time.time() - start))
     print("\nbackend     result  seconds")

@@ -13,7 +13,7 @@ def multi_head_attention(query, key, value, num_heads):
 
     Example:
     >>> x = keras.ops.ones((2, 16, 32))
-    >>> multi_head_attention(x, x, x, num_heads=4).shape
+    >>> tuple(multi_head_attention(x, x, x, num_heads=4).shape)
     (2, 16, 32)
     """
     batch = ops.shape(query)[0]
@@ -44,7 +44,7 @@ class AttnBlock(keras.layers.Layer):
         zero_init_out: zero-initialise the output projection (CompVis does in the UNet).
 
     Example:
-    >>> AttnBlock()(keras.ops.ones((1, 8, 8, 64))).shape
+    >>> tuple(AttnBlock()(keras.ops.ones((1, 8, 8, 64))).shape)
     (1, 8, 8, 64)
     """
 
@@ -93,7 +93,7 @@ class CrossAttention(keras.layers.Layer):
 
     Example:
     >>> attn = CrossAttention(num_heads=2, head_dim=8)
-    >>> attn(keras.ops.ones((1, 5, 16)), keras.ops.ones((1, 7, 32))).shape
+    >>> tuple(attn(keras.ops.ones((1, 5, 16)), keras.ops.ones((1, 7, 32))).shape)
     (1, 5, 16)
     """
 
@@ -139,7 +139,7 @@ class GEGLUFeedForward(keras.layers.Layer):
     """`Linear(dim, 2*mult*dim)` -> `a * gelu(gate)` -> dropout -> `Linear(mult*dim, dim)`.
 
     Example:
-    >>> GEGLUFeedForward()(keras.ops.ones((1, 5, 16))).shape
+    >>> tuple(GEGLUFeedForward()(keras.ops.ones((1, 5, 16))).shape)
     (1, 5, 16)
     """
 
@@ -174,7 +174,7 @@ class BasicTransformerBlock(keras.layers.Layer):
 
     Example:
     >>> block = BasicTransformerBlock(num_heads=2, head_dim=8, context_dim=32)
-    >>> block(keras.ops.ones((1, 5, 16)), keras.ops.ones((1, 7, 32))).shape
+    >>> tuple(block(keras.ops.ones((1, 5, 16)), keras.ops.ones((1, 7, 32))).shape)
     (1, 5, 16)
     """
 
@@ -235,7 +235,7 @@ class SpatialTransformer(keras.layers.Layer):
 
     Example:
     >>> st = SpatialTransformer(num_heads=2, head_dim=16, context_dim=24)
-    >>> st(keras.ops.ones((1, 8, 8, 32)), keras.ops.ones((1, 5, 24))).shape
+    >>> tuple(st(keras.ops.ones((1, 8, 8, 32)), keras.ops.ones((1, 5, 24))).shape)
     (1, 8, 8, 32)
     """
 

@@ -15,7 +15,7 @@ class DiagonalGaussian:
     Example:
     >>> moments = keras.ops.zeros((2, 4, 4, 8))
     >>> posterior = DiagonalGaussian(moments)
-    >>> posterior.mode().shape, posterior.kl().shape
+    >>> tuple(posterior.mode().shape), tuple(posterior.kl().shape)
     ((2, 4, 4, 4), (2,))
     """
 

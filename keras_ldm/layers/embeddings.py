@@ -13,7 +13,7 @@ def timestep_embedding(timesteps, dim, flip_sin_to_cos=True, freq_shift=0.0, max
     `[sin, cos]`, or `[cos, sin]` when `flip_sin_to_cos` (CompVis' layout).
 
     Example:
-    >>> timestep_embedding(keras.ops.array([0, 10, 999]), 8).shape
+    >>> tuple(timestep_embedding(keras.ops.array([0, 10, 999]), 8).shape)
     (3, 8)
     """
     half = dim // 2
@@ -37,7 +37,7 @@ class TimestepEmbedding(keras.layers.Layer):
 
     Example:
     >>> layer = TimestepEmbedding(32, 128)
-    >>> layer(keras.ops.array([1, 500])).shape
+    >>> tuple(layer(keras.ops.array([1, 500])).shape)
     (2, 128)
     """
 

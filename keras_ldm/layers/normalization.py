@@ -7,7 +7,7 @@ def group_norm(epsilon, groups=32, name=None):
     """A 32-group GroupNorm over the channel axis that always computes in float32.
 
     Example:
-    >>> group_norm(1e-6, name="norm")(keras.ops.ones((1, 4, 4, 64))).shape
+    >>> tuple(group_norm(1e-6, name="norm")(keras.ops.ones((1, 4, 4, 64))).shape)
     (1, 4, 4, 64)
     """
     return keras.layers.GroupNormalization(groups=groups, epsilon=epsilon, dtype="float32", name=name)

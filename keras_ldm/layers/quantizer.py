@@ -27,7 +27,7 @@ class VectorQuantizer(keras.layers.Layer):
     Example:
     >>> vq = VectorQuantizer(16, 4)
     >>> out = vq(keras.ops.ones((1, 2, 2, 4)))
-    >>> out["quantized"].shape, out["indices"].shape
+    >>> tuple(out["quantized"].shape), tuple(out["indices"].shape)
     ((1, 2, 2, 4), (1, 2, 2))
     """
 

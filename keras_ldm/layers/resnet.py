@@ -44,7 +44,7 @@ class Downsample(keras.layers.Layer):
     `padding="asymmetric"` pads only bottom and right (the autoencoder's, CompVis `(0, 1, 0, 1)`).
 
     Example:
-    >>> Downsample(8, padding="asymmetric")(keras.ops.ones((1, 16, 16, 8))).shape
+    >>> tuple(Downsample(8, padding="asymmetric")(keras.ops.ones((1, 16, 16, 8))).shape)
     (1, 8, 8, 8)
     """
 
@@ -85,7 +85,7 @@ class Upsample(keras.layers.Layer):
     """Doubles H and W with nearest-neighbour upsampling, followed by a 3x3 conv (`with_conv`).
 
     Example:
-    >>> Upsample(8)(keras.ops.ones((1, 4, 4, 8))).shape
+    >>> tuple(Upsample(8)(keras.ops.ones((1, 4, 4, 8))).shape)
     (1, 8, 8, 8)
     """
 
@@ -126,9 +126,9 @@ class ResBlock(keras.layers.Layer):
         zero_init: zero-initialise the second conv (CompVis does for the UNet).
 
     Example:
-    >>> block = ResBlock(16, embed_dim=64)
-    >>> block(keras.ops.ones((2, 8, 8, 32)), keras.ops.ones((2, 64))).shape
-    (2, 8, 8, 16)
+    >>> block = ResBlock(64, embed_dim=64)
+    >>> tuple(block(keras.ops.ones((2, 8, 8, 32)), keras.ops.ones((2, 64))).shape)
+    (2, 8, 8, 64)
     """
 
     def __init__(

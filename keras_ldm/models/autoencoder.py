@@ -32,7 +32,7 @@ class Encoder(keras.layers.Layer):
 
     Example:
     >>> enc = Encoder(ch=32, ch_mult=(1, 2), num_res_blocks=1, z_channels=4)
-    >>> enc(keras.ops.ones((1, 16, 16, 3))).shape
+    >>> tuple(enc(keras.ops.ones((1, 16, 16, 3))).shape)
     (1, 8, 8, 8)
     """
 
@@ -137,7 +137,7 @@ class Decoder(keras.layers.Layer):
 
     Example:
     >>> dec = Decoder(ch=32, ch_mult=(1, 2), num_res_blocks=1, z_channels=4)
-    >>> dec(keras.ops.ones((1, 8, 8, 4))).shape
+    >>> tuple(dec(keras.ops.ones((1, 8, 8, 4))).shape)
     (1, 16, 16, 3)
     """
 
@@ -285,7 +285,7 @@ class AutoencoderKL(_Autoencoder):
     Example:
     >>> vae = AutoencoderKL(ch=32, ch_mult=(1, 2), num_res_blocks=1, embed_dim=4)
     >>> posterior = vae.encode(keras.ops.zeros((1, 16, 16, 3)))
-    >>> vae.decode(posterior.mode()).shape
+    >>> tuple(vae.decode(posterior.mode()).shape)
     (1, 16, 16, 3)
     """
 
@@ -334,7 +334,7 @@ class VQAutoencoder(_Autoencoder):
     Example:
     >>> vq = VQAutoencoder(ch=32, ch_mult=(1, 2), num_res_blocks=1, embed_dim=3, n_embed=64)
     >>> h = vq.encode(keras.ops.zeros((1, 16, 16, 3)))
-    >>> vq.quantize_latents(h)["indices"].shape, vq.decode(h).shape
+    >>> tuple(vq.quantize_latents(h)["indices"].shape), tuple(vq.decode(h).shape)
     ((1, 8, 8), (1, 16, 16, 3))
     """
 

@@ -42,7 +42,7 @@ class UNet(keras.Model):
     >>> unet = UNet(in_channels=4, out_channels=4, model_channels=32, channel_mult=(1, 2),
     ...             num_res_blocks=1, attention_resolutions=(2,), num_heads=2, context_dim=16)
     >>> x = keras.ops.zeros((2, 8, 8, 4))
-    >>> unet(x, keras.ops.array([10, 500]), context=keras.ops.zeros((2, 5, 16))).shape
+    >>> tuple(unet(x, keras.ops.array([10, 500]), context=keras.ops.zeros((2, 5, 16))).shape)
     (2, 8, 8, 4)
     """
 
