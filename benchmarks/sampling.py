@@ -26,15 +26,17 @@ import torch
 from keras import ops
 
 from keras_ldm.convert import from_diffusers
-from keras_ldm.diffusion import NoiseSchedule
-from keras_ldm.diffusion import classifier_free_guidance
-from keras_ldm.diffusion import compile_function
-from keras_ldm.diffusion import make_sampling_fn
-from keras_ldm.diffusion import prediction_to_eps_and_x0
+from keras_ldm.diffusion import (
+    NoiseSchedule,
+    classifier_free_guidance,
+    compile_function,
+    make_sampling_fn,
+    prediction_to_eps_and_x0,
+)
 
 CONTEXT_LENGTH, CONTEXT_DIM = 8, 32
 SCHEDULE = NoiseSchedule("linear", linear_start=0.00085, linear_end=0.012)
-DIFFUSERS_SCHEDULE = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+DIFFUSERS_SCHEDULE = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
 
 
 def small_unet(folder):
@@ -43,16 +45,23 @@ def small_unet(folder):
 
     torch.manual_seed(0)
     reference = diffusers.UNet2DConditionModel(
-        in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=CONTEXT_DIM, attention_head_dim=2,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=CONTEXT_DIM,
+        attention_head_dim=2,
     ).eval()
     reference.save_pretrained(folder, safe_serialization=True)
     return reference, from_diffusers(folder)
 
 
 def guided(model, inputs):
-    return classifier_free_guidance(model, inputs["context"], inputs["unconditional_context"], inputs["guidance_scale"])
+    return classifier_free_guidance(
+        model, inputs["context"], inputs["unconditional_context"], inputs["guidance_scale"]
+    )
 
 
 def timed(fn, repeats):
@@ -81,12 +90,17 @@ def python_loop(unet, x_T, inputs, num_steps, repeats):
     alpha_prev = np.append(alphas[timesteps[1:]], alphas[0]).astype("float32")
 
     def step(x, t, a, a_prev, inputs):
-        eps, pred_x0 = prediction_to_eps_and_x0(guided(unet, inputs)(x, ops.broadcast_to(t, (x.shape[0],))), x, a, "eps")
+        eps, pred_x0 = prediction_to_eps_and_x0(
+            guided(unet, inputs)(x, ops.broadcast_to(t, (x.shape[0],))), x, a, "eps"
+        )
         return ops.sqrt(a_prev) * pred_x0 + ops.sqrt(1.0 - a_prev) * eps
 
     compiled_step = compile_function(step, unet)
     inputs = {k: ops.convert_to_tensor(v) for k, v in inputs.items()}
-    per_step = [tuple(ops.convert_to_tensor(v) for v in row) for row in zip(timesteps.astype("float32"), alpha, alpha_prev)]
+    per_step = [
+        tuple(ops.convert_to_tensor(v) for v in row)
+        for row in zip(timesteps.astype("float32"), alpha, alpha_prev)
+    ]
 
     def run():
         x = ops.convert_to_tensor(x_T)
@@ -122,7 +136,9 @@ def main():
     parser.add_argument("--steps", type=int, default=20, help="DDIM steps")
     parser.add_argument("--size", type=int, default=16, help="latent height and width")
     parser.add_argument("--batch", type=int, default=1, help="images per call (the UNet sees twice as many)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed calls after the first; the best is kept")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed calls after the first; the best is kept"
+    )
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)
@@ -135,20 +151,24 @@ def main():
     with tempfile.TemporaryDirectory() as folder:
         reference, unet = small_unet(folder)
     rows = {
-        f"compiled loop ({keras.backend.backend()})": compiled_loop(unet, x_T, inputs, args.steps, args.repeats),
+        f"compiled loop ({keras.backend.backend()})": compiled_loop(
+            unet, x_T, inputs, args.steps, args.repeats
+        ),
         f"python loop ({keras.backend.backend()})": python_loop(unet, x_T, inputs, args.steps, args.repeats),
         "diffusers (torch)": diffusers_loop(reference, x_T, inputs, args.steps, args.repeats),
     }
     reference_sample = rows["diffusers (torch)"][2]
     print(
         f"DDIM, {args.steps} steps, latents {args.batch}x{args.size}x{args.size}x4, UNet "
-        f"{unet.count_params():,} params, CFG batch {2 * args.batch}, CPU threads: torch {torch.get_num_threads()}, "
+        f"{unet.count_params():,} params, CFG batch {2 * args.batch}, "
+        f"torch threads {torch.get_num_threads()}, "
         f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
     )
     print(f"{'loop':<26}{'ms / step':>11}{'total ms':>11}{'first call ms':>15}{'rel. diff vs diffusers':>25}")
     for name, (first, best, sample) in rows.items():
         difference = np.max(np.abs(sample - reference_sample)) / np.max(np.abs(reference_sample))
-        print(f"{name:<26}{1e3 * best / args.steps:>11.2f}{1e3 * best:>11.1f}{1e3 * first:>15.1f}{difference:>25.1e}")
+        per_step, total, first = 1e3 * best / args.steps, 1e3 * best, 1e3 * first
+        print(f"{name:<26}{per_step:>11.2f}{total:>11.1f}{first:>15.1f}{difference:>25.1e}")
 
 
 if __name__ == "__main__":

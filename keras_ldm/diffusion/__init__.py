@@ -6,20 +6,42 @@
 - `compile`: the whole sampling loop as one compiled function per backend.
 """
 
-from keras_ldm.diffusion.compile import compile_function
-from keras_ldm.diffusion.compile import make_noise_sampler
-from keras_ldm.diffusion.compile import make_sampling_fn
+from keras_ldm.diffusion.compile import compile_function, make_noise_sampler, make_sampling_fn
 from keras_ldm.diffusion.guidance import classifier_free_guidance
-from keras_ldm.diffusion.samplers import SAMPLERS
-from keras_ldm.diffusion.samplers import get_sampler
-from keras_ldm.diffusion.samplers import sample_ddim
-from keras_ldm.diffusion.samplers import sample_ddpm
-from keras_ldm.diffusion.samplers import sample_dpmpp_2m
-from keras_ldm.diffusion.samplers import sample_euler
-from keras_ldm.diffusion.samplers import sample_plms
-from keras_ldm.diffusion.schedule import NoiseSchedule
-from keras_ldm.diffusion.schedule import convert_prediction
-from keras_ldm.diffusion.schedule import make_beta_schedule
-from keras_ldm.diffusion.schedule import posterior_coefficients
-from keras_ldm.diffusion.schedule import prediction_to_eps_and_x0
-from keras_ldm.diffusion.schedule import sampling_timesteps
+from keras_ldm.diffusion.samplers import (
+    SAMPLERS,
+    get_sampler,
+    sample_ddim,
+    sample_ddpm,
+    sample_dpmpp_2m,
+    sample_euler,
+    sample_plms,
+)
+from keras_ldm.diffusion.schedule import (
+    NoiseSchedule,
+    convert_prediction,
+    make_beta_schedule,
+    posterior_coefficients,
+    prediction_to_eps_and_x0,
+    sampling_timesteps,
+)
+
+__all__ = [
+    "SAMPLERS",
+    "NoiseSchedule",
+    "classifier_free_guidance",
+    "compile_function",
+    "convert_prediction",
+    "get_sampler",
+    "make_beta_schedule",
+    "make_noise_sampler",
+    "make_sampling_fn",
+    "posterior_coefficients",
+    "prediction_to_eps_and_x0",
+    "sample_ddim",
+    "sample_ddpm",
+    "sample_dpmpp_2m",
+    "sample_euler",
+    "sample_plms",
+    "sampling_timesteps",
+]

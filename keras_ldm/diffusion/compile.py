@@ -13,8 +13,7 @@ jax, tensorflow and torch are imported lazily, so keras_ldm imports without them
 import math
 
 import keras
-from keras import ops
-from keras import tree
+from keras import ops, tree
 
 
 def make_noise_sampler(seed, shape, dtype="float32"):
@@ -54,7 +53,9 @@ def make_noise_sampler(seed, shape, dtype="float32"):
             return ops.convert_to_tensor(draw)
 
         return noise
-    raise ValueError(f"Unsupported Keras backend {backend!r} for sampling; use 'jax', 'tensorflow' or 'torch'.")
+    raise ValueError(
+        f"Unsupported Keras backend {backend!r} for sampling; use 'jax', 'tensorflow' or 'torch'."
+    )
 
 
 def _tensorflow_noise_sampler(seed, shape, dtype):
@@ -67,7 +68,9 @@ def _tensorflow_noise_sampler(seed, shape, dtype):
 
     def noise(i):
         counter = tf.stack([tf.cast(i, tf.uint64), tf.constant(0, tf.uint64)])
-        bits = tf.raw_ops.StatelessRandomUniformFullIntV2(shape=[2, size], key=key, counter=counter, alg=1, dtype=tf.uint32)
+        bits = tf.raw_ops.StatelessRandomUniformFullIntV2(
+            shape=[2, size], key=key, counter=counter, alg=1, dtype=tf.uint32
+        )
         uniform = (tf.cast(tf.bitwise.right_shift(bits, 8), tf.float32) + 0.5) * 2.0**-24  # in (0, 1)
         normal = tf.sqrt(-2.0 * tf.math.log(uniform[0])) * tf.cos(2.0 * math.pi * uniform[1])
         return tf.cast(tf.reshape(normal, shape), dtype)
@@ -96,7 +99,9 @@ def compile_function(fn, model=None):
     backend = keras.backend.backend()
     is_layer = isinstance(model, keras.layers.Layer)
     if is_layer and not model.built:
-        raise ValueError(f"`model` must be built before compiling a loop around it; received {model.name!r} (not built).")
+        raise ValueError(
+            f"`model` must be built before compiling a loop around it; received {model.name!r} (not built)."
+        )
     variables = list(model.variables) if is_layer else []
     if backend == "jax":
         import jax
@@ -119,7 +124,9 @@ def compile_function(fn, model=None):
                 return fn(*args)
 
         return no_grad_fn
-    raise ValueError(f"Unsupported Keras backend {backend!r} for sampling; use 'jax', 'tensorflow' or 'torch'.")
+    raise ValueError(
+        f"Unsupported Keras backend {backend!r} for sampling; use 'jax', 'tensorflow' or 'torch'."
+    )
 
 
 def make_sampling_fn(sampler, model, denoise_builder, schedule, num_steps, **sampler_options):
@@ -166,7 +173,14 @@ def make_sampling_fn(sampler, model, denoise_builder, schedule, num_steps, **sam
         dtype = keras.backend.standardize_dtype(initial_noise.dtype)
         noise_sampler = make_noise_sampler(seed, tuple(initial_noise.shape), dtype)
         return sampler_fn(
-            denoise, initial_noise, schedule, num_steps, noise_sampler=noise_sampler, mask=mask, x0=x0, **sampler_options
+            denoise,
+            initial_noise,
+            schedule,
+            num_steps,
+            noise_sampler=noise_sampler,
+            mask=mask,
+            x0=x0,
+            **sampler_options,
         )
 
     compiled = compile_function(run, model)
@@ -174,6 +188,8 @@ def make_sampling_fn(sampler, model, denoise_builder, schedule, num_steps, **sam
     def sample(initial_noise, inputs=None, seed=0, mask=None, x0=None):
         inputs = tree.map_structure(ops.convert_to_tensor, inputs or {})
         optional = [None if v is None else ops.convert_to_tensor(v) for v in (mask, x0)]
-        return compiled(ops.convert_to_tensor(initial_noise), inputs, ops.convert_to_tensor(seed, "int32"), *optional)
+        return compiled(
+            ops.convert_to_tensor(initial_noise), inputs, ops.convert_to_tensor(seed, "int32"), *optional
+        )
 
     return sample

@@ -1,15 +1,19 @@
 """Classifier-free guidance (Ho & Salimans 2021): one conditional model call per step, batch 2B."""
 
-from keras import ops
-from keras import tree
+from keras import ops, tree
 
 
-def classifier_free_guidance(model, context, unconditional_context=None, guidance_scale=1.0, negative_context=None):
+def classifier_free_guidance(
+    model, context, unconditional_context=None, guidance_scale=1.0, negative_context=None
+):
     """Wrap a conditional model into a guided denoiser `denoise(x, t)` for the samplers.
 
     Each call runs `model(x, t, context=...)` ONCE on a batch of 2B: the first half with the
     unconditional (or negative) context, the second half with the conditional one, and returns
     `uncond + guidance_scale * (cond - uncond)`.
+
+    Other conditionings adapt the model with a lambda, e.g. class labels:
+    `classifier_free_guidance(lambda x, t, context: unet(x, t, labels=context), labels, null_labels, s)`.
 
     Args:
         model: a callable `model(x, t, context=context) -> prediction` (e.g. the UNet).
@@ -48,7 +52,9 @@ def classifier_free_guidance(model, context, unconditional_context=None, guidanc
     )
 
     def denoise(x, t):
-        prediction = model(ops.concatenate([x, x], axis=0), ops.concatenate([t, t], axis=0), context=both_contexts)
+        prediction = model(
+            ops.concatenate([x, x], axis=0), ops.concatenate([t, t], axis=0), context=both_contexts
+        )
         uncond_prediction, cond_prediction = ops.split(prediction, 2, axis=0)
         scale = ops.cast(guidance_scale, prediction.dtype)
         return uncond_prediction + scale * (cond_prediction - uncond_prediction)

@@ -29,10 +29,12 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_ldm.diffusion.schedule import PARAMETERIZATIONS
-from keras_ldm.diffusion.schedule import _check_choice
-from keras_ldm.diffusion.schedule import posterior_coefficients
-from keras_ldm.diffusion.schedule import prediction_to_eps_and_x0
+from keras_ldm.diffusion.schedule import (
+    PARAMETERIZATIONS,
+    check_choice,
+    posterior_coefficients,
+    prediction_to_eps_and_x0,
+)
 
 # Adams–Bashforth coefficients of the linear multistep method behind PLMS, by number of eps used.
 ADAMS_BASHFORTH = {
@@ -48,6 +50,10 @@ def sample_ddpm(denoise, x, schedule, num_steps, **kwargs):
     `x_prev = μ̃(x_t, x̂0) + σ̃ z` with the posterior of eq. 7 between consecutive visited levels
     (diffusers `DDPMScheduler`, `variance_type="fixed_small"`); the last step lands on ᾱ = 1 and
     adds no noise (CompVis `p_sample` at t = 0).
+
+    Args:
+        denoise, x, schedule, num_steps, **options: see the module docstring (`prediction_type`,
+            `spacing`, `noise_sampler`, `mask`, `x0`, `return_trajectory`).
 
     Example:
     >>> from keras_ldm.diffusion.schedule import NoiseSchedule
@@ -88,7 +94,9 @@ def sample_ddim(denoise, x, schedule, num_steps, *, eta=0.0, **kwargs):
     After the last visited timestep the chain lands on ᾱ_0 (`set_alpha_to_one=False`).
 
     Args:
-        eta: η ≥ 0; 0 is deterministic DDIM, 1 has DDPM's variance.
+        eta: η ≥ 0 (a Python float); 0 is deterministic DDIM, 1 has DDPM's variance.
+        denoise, x, schedule, num_steps, **options: see the module docstring (`prediction_type`,
+            `spacing`, `noise_sampler`, `mask`, `x0`, `return_trajectory`).
 
     Example:
     >>> from keras_ldm.diffusion.schedule import NoiseSchedule
@@ -99,7 +107,9 @@ def sample_ddim(denoise, x, schedule, num_steps, *, eta=0.0, **kwargs):
     (1, 4, 4, 2)
     """
     if not eta >= 0:
-        raise ValueError(f"`eta` must be >= 0 (0 = deterministic DDIM, 1 = DDPM variance); received eta={eta!r}.")
+        raise ValueError(
+            f"`eta` must be >= 0 (0 = deterministic DDIM, 1 = DDPM variance); received eta={eta!r}."
+        )
     run = _SamplerRun(x, schedule, num_steps, **kwargs)
     a = run.alphas_cumprod
     a_prev = np.append(a[1:], schedule.table64("alphas_cumprod")[0])
@@ -126,6 +136,10 @@ def sample_plms(denoise, x, schedule, num_steps, **kwargs):
     is a pseudo improved Euler step (two model calls, ε' = (ε_t + ε_next) / 2), then
     ε' = (3ε_t - ε_{t+1})/2, (23ε_t - 16ε_{t+1} + 5ε_{t+2})/12 and from the fourth step
     (55ε_t - 59ε_{t+1} + 37ε_{t+2} - 9ε_{t+3})/24. x0 and v predictions are converted to ε first.
+
+    Args:
+        denoise, x, schedule, num_steps, **options: see the module docstring (`prediction_type`,
+            `spacing`, `noise_sampler`, `mask`, `x0`, `return_trajectory`).
 
     Example:
     >>> from keras_ldm.diffusion.schedule import NoiseSchedule
@@ -187,6 +201,10 @@ def sample_dpmpp_2m(denoise, x, schedule, num_steps, **kwargs):
     (`final_sigmas_type="zero"`). Note: with `spacing="leading"` this visits CompVis' DDIM
     timesteps, not diffusers' DPM-Solver "leading" ones (pass those as `timesteps=` there).
 
+    Args:
+        denoise, x, schedule, num_steps, **options: see the module docstring (`prediction_type`,
+            `spacing`, `noise_sampler`, `mask`, `x0`, `return_trajectory`).
+
     Example:
     >>> from keras_ldm.diffusion.schedule import NoiseSchedule
     >>> denoise = lambda x, t: 0.5 * x
@@ -230,6 +248,10 @@ def sample_euler(denoise, x, schedule, num_steps, **kwargs):
     Karras et al. 2022 (Algorithm 2 without churn; k-diffusion `sample_euler`), as diffusers
     `EulerDiscreteScheduler`: `x_σ = x / √ᾱ` with `σ = √((1-ᾱ)/ᾱ)`, the model sees `x_σ / √(σ²+1)`
     and `D = c_skip x_σ + c_out · prediction` (eps: 1, -σ; v: 1/(σ²+1), -σ/√(σ²+1); x0: 0, 1).
+
+    Args:
+        denoise, x, schedule, num_steps, **options: see the module docstring (`prediction_type`,
+            `spacing`, `noise_sampler`, `mask`, `x0`, `return_trajectory`).
 
     Example:
     >>> from keras_ldm.diffusion.schedule import NoiseSchedule
@@ -280,12 +302,12 @@ def get_sampler(name):
     >>> get_sampler("ddim").__name__
     'sample_ddim'
     """
-    _check_choice("sampler", name, tuple(SAMPLERS))
+    check_choice("sampler", name, tuple(SAMPLERS))
     return SAMPLERS[name]
 
 
 def _sigma_space_scalings(sigma, prediction_type):
-    """`(c_skip, c_out)` with `D(x_σ) = c_skip x_σ + c_out · prediction` (k-diffusion's CompVis denoisers)."""
+    """`(c_skip, c_out)` with `D(x_σ) = c_skip x_σ + c_out · prediction` (k-diffusion's denoisers)."""
     if prediction_type == "eps":
         return np.ones_like(sigma), -sigma
     if prediction_type == "v":
@@ -301,7 +323,9 @@ class _StepTable:
 
     def __init__(self, **columns):
         self._names = tuple(columns)
-        self._table = np.stack([np.asarray(c, np.float64) for c in columns.values()], axis=1).astype(np.float32)
+        self._table = np.stack([np.asarray(c, np.float64) for c in columns.values()], axis=1).astype(
+            np.float32
+        )
 
     def __getitem__(self, i):
         row = ops.take(ops.convert_to_tensor(self._table), i, axis=0)
@@ -325,7 +349,7 @@ class _SamplerRun:
         x0=None,
         return_trajectory=False,
     ):
-        _check_choice("prediction_type", prediction_type, PARAMETERIZATIONS)
+        check_choice("prediction_type", prediction_type, PARAMETERIZATIONS)
         self.timesteps = schedule.sampling_timesteps(num_steps, spacing)
         self.alphas_cumprod = schedule.table64("alphas_cumprod")[self.timesteps]
         self.num_steps = num_steps
@@ -335,7 +359,9 @@ class _SamplerRun:
         if noise_sampler is None:
             from keras_ldm.diffusion.compile import make_noise_sampler
 
-            noise_sampler = make_noise_sampler(0, tuple(self.x.shape), keras.backend.standardize_dtype(self.x.dtype))
+            noise_sampler = make_noise_sampler(
+                0, tuple(self.x.shape), keras.backend.standardize_dtype(self.x.dtype)
+            )
         self.noise = noise_sampler
         self.return_trajectory = return_trajectory
 
@@ -360,7 +386,7 @@ class _SamplerRun:
         (default: the state itself, or its first entry when the state is a tuple).
         """
         if latent is None:
-            latent = lambda i, state: state[0] if isinstance(state, tuple) else state  # noqa: E731
+            latent = lambda i, state: state[0] if isinstance(state, tuple) else state
         if not self.return_trajectory:
             return latent(self.num_steps - 1, ops.fori_loop(start, self.num_steps, step, state))
 
@@ -385,7 +411,7 @@ def _check_inpainting(mask, x0, x):
     if mask is None or x0 is None:
         raise ValueError(
             "Inpainting needs both `mask` (1 = keep) and `x0` (the latents to keep); "
-            f"received mask={'a tensor' if mask is not None else None}, x0={'a tensor' if x0 is not None else None}."
+            f"received mask={_describe(mask)}, x0={_describe(x0)}."
         )
     mask = ops.cast(ops.convert_to_tensor(mask), x.dtype)
     x0 = ops.cast(ops.convert_to_tensor(x0), x.dtype)
@@ -396,5 +422,11 @@ def _check_inpainting(mask, x0, x):
             f"(e.g. {shape[:-1] + (1,)}); received mask of shape {tuple(mask.shape)}."
         )
     if tuple(x0.shape) != shape:
-        raise ValueError(f"`x0` must have the latents' shape {shape}; received x0 of shape {tuple(x0.shape)}.")
+        raise ValueError(
+            f"`x0` must have the latents' shape {shape}; received x0 of shape {tuple(x0.shape)}."
+        )
     return mask, x0
+
+
+def _describe(value):
+    return None if value is None else "a tensor"

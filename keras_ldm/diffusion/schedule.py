@@ -41,9 +41,11 @@ def make_beta_schedule(schedule, num_timesteps, linear_start=1e-4, linear_end=2e
     >>> betas.shape, round(float(betas[-1]), 6)
     ((1000,), 0.012)
     """
-    _check_choice("schedule", schedule, BETA_SCHEDULES)
-    if not isinstance(num_timesteps, int) or num_timesteps < 1:
-        raise ValueError(f"`num_timesteps` must be a positive integer; received num_timesteps={num_timesteps!r}.")
+    check_choice("schedule", schedule, BETA_SCHEDULES)
+    if not isinstance(num_timesteps, (int, np.integer)) or num_timesteps < 1:
+        raise ValueError(
+            f"`num_timesteps` must be a positive integer; received num_timesteps={num_timesteps!r}."
+        )
     if schedule == "linear":
         return np.linspace(linear_start**0.5, linear_end**0.5, num_timesteps, dtype=np.float64) ** 2
     if schedule == "sqrt_linear":
@@ -114,7 +116,7 @@ def sampling_timesteps(num_steps, num_timesteps=1000, spacing="leading"):
     >>> sampling_timesteps(4, 1000, "trailing").tolist()
     [999, 749, 499, 249]
     """
-    _check_choice("spacing", spacing, TIMESTEP_SPACINGS)
+    check_choice("spacing", spacing, TIMESTEP_SPACINGS)
     if not isinstance(num_steps, (int, np.integer)) or not 1 <= num_steps <= num_timesteps:
         raise ValueError(
             f"`num_steps` must be an integer between 1 and the number of training timesteps "
@@ -151,7 +153,7 @@ def prediction_to_eps_and_x0(prediction, x_t, alpha_cumprod, prediction_type):
     >>> np.asarray(x).tolist()
     [[1.0, 1.0]]
     """
-    _check_choice("prediction_type", prediction_type, PARAMETERIZATIONS)
+    check_choice("prediction_type", prediction_type, PARAMETERIZATIONS)
     prediction = ops.convert_to_tensor(prediction)
     x_t = ops.cast(x_t, prediction.dtype)
     alpha_cumprod = ops.cast(alpha_cumprod, x_t.dtype)
@@ -179,7 +181,7 @@ def convert_prediction(prediction, x_t, alpha_cumprod, source, target):
     >>> bool(np.allclose(back, eps))
     True
     """
-    _check_choice("target", target, PARAMETERIZATIONS)
+    check_choice("target", target, PARAMETERIZATIONS)
     eps, x0 = prediction_to_eps_and_x0(prediction, x_t, alpha_cumprod, source)
     alpha_cumprod = ops.cast(alpha_cumprod, x0.dtype)
     if target == "eps":
@@ -278,7 +280,10 @@ class NoiseSchedule:
             noise: standard normal noise shaped like `x0`.
         """
         x0, noise = ops.convert_to_tensor(x0), ops.convert_to_tensor(noise)
-        return self._at("sqrt_alphas_cumprod", t, x0) * x0 + self._at("sqrt_one_minus_alphas_cumprod", t, x0) * noise
+        return (
+            self._at("sqrt_alphas_cumprod", t, x0) * x0
+            + self._at("sqrt_one_minus_alphas_cumprod", t, x0) * noise
+        )
 
     def q_posterior(self, x0, x_t, t):
         """Mean, variance and clipped log variance of `q(x_{t-1} | x_t, x_0)`."""
@@ -298,20 +303,23 @@ class NoiseSchedule:
 
         `"eps"`: the noise; `"x0"`: the clean sample; `"v"`: `√ᾱ_t ε - √(1-ᾱ_t) x0`.
         """
-        _check_choice("parameterization", parameterization, PARAMETERIZATIONS)
+        check_choice("parameterization", parameterization, PARAMETERIZATIONS)
         if parameterization == "eps":
             return noise
         if parameterization == "x0":
             return x0
         x0, noise = ops.convert_to_tensor(x0), ops.convert_to_tensor(noise)
-        return self._at("sqrt_alphas_cumprod", t, x0) * noise - self._at("sqrt_one_minus_alphas_cumprod", t, x0) * x0
+        return (
+            self._at("sqrt_alphas_cumprod", t, x0) * noise
+            - self._at("sqrt_one_minus_alphas_cumprod", t, x0) * x0
+        )
 
     def lvlb_weights(self, parameterization="eps"):
         """Per-timestep ELBO weights of the (mean squared) loss, exactly as CompVis `register_schedule`.
 
         Returns a float32 numpy array of length `num_timesteps`; entry 0 repeats entry 1 (CompVis).
         """
-        _check_choice("parameterization", parameterization, PARAMETERIZATIONS)
+        check_choice("parameterization", parameterization, PARAMETERIZATIONS)
         tables = self._float64
         if parameterization == "eps":
             with np.errstate(divide="ignore"):  # the posterior variance is 0 at t = 0
@@ -368,7 +376,7 @@ class NoiseSchedule:
         return f"NoiseSchedule({args})"
 
 
-def _check_choice(name, value, allowed):
+def check_choice(name, value, allowed):
+    """Raise a ValueError naming the argument, the value and the allowed values."""
     if value not in allowed:
         raise ValueError(f"Unknown `{name}`: {value!r}. Allowed: {', '.join(map(repr, allowed))}.")
-

@@ -6,9 +6,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from keras_ldm.diffusion.compile import compile_function
-from keras_ldm.diffusion.compile import make_noise_sampler
-from keras_ldm.diffusion.compile import make_sampling_fn
+from keras_ldm.diffusion.compile import compile_function, make_noise_sampler, make_sampling_fn
 from keras_ldm.diffusion.guidance import classifier_free_guidance
 from keras_ldm.diffusion.samplers import get_sampler
 from keras_ldm.diffusion.schedule import NoiseSchedule
@@ -17,7 +15,9 @@ BACKEND = keras.backend.backend()
 SHAPE = (2, 8, 8, 4)
 CONTEXT_SHAPE = (2, 3, 6)
 SCHEDULE = NoiseSchedule("linear", linear_start=0.00085, linear_end=0.012)
-TRACES_VALUES = pytest.mark.skipif(BACKEND == "torch", reason="PyTorch runs an eager no-grad loop: nothing is traced")
+TRACES_VALUES = pytest.mark.skipif(
+    BACKEND == "torch", reason="PyTorch runs an eager no-grad loop: nothing is traced"
+)
 
 
 class TinyConditionalDenoiser(keras.layers.Layer):
@@ -134,7 +134,9 @@ def test_inpainting_through_the_compiled_loop():
 
 def test_trajectory_through_the_compiled_loop():
     model = make_model()
-    sample = make_sampling_fn("dpmpp_2m", model, CountingBuilder(), SCHEDULE, num_steps=4, return_trajectory=True)
+    sample = make_sampling_fn(
+        "dpmpp_2m", model, CountingBuilder(), SCHEDULE, num_steps=4, return_trajectory=True
+    )
     x_T, inputs = random_inputs(8, 4.0)
     final, trajectory = sample(x_T, inputs)
     assert tuple(trajectory.shape) == (4,) + SHAPE

@@ -10,24 +10,30 @@ import re
 import numpy as np
 import pytest
 import torch
-from diffusers import DDIMScheduler
-from diffusers import DDPMScheduler
-from diffusers import DPMSolverMultistepScheduler
-from diffusers import EulerDiscreteScheduler
-from diffusers import PNDMScheduler
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    PNDMScheduler,
+)
 from keras import ops
 
 from keras_ldm.diffusion.guidance import classifier_free_guidance
-from keras_ldm.diffusion.samplers import SAMPLERS
-from keras_ldm.diffusion.samplers import get_sampler
-from keras_ldm.diffusion.samplers import sample_ddim
+from keras_ldm.diffusion.samplers import SAMPLERS, get_sampler, sample_ddim
 from keras_ldm.diffusion.schedule import NoiseSchedule
+from tests.diffusion.test_schedule import compvis_betas, compvis_register_schedule
 
 T = 1000
 SHAPE = (2, 8, 8, 4)
 TOLERANCE = 1e-5
 SCHEDULE = NoiseSchedule("linear", T, linear_start=0.00085, linear_end=0.012)
-DIFFUSERS_SCHEDULE = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, num_train_timesteps=T)
+DIFFUSERS_SCHEDULE = {
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "num_train_timesteps": T,
+}
 DIFFUSERS_PREDICTION = {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}
 
 _rng = np.random.default_rng(0)
@@ -73,13 +79,21 @@ def make_scheduler(sampler, num_steps, prediction_type="eps", spacing="leading")
         cls = DDIMScheduler if sampler == "ddim" else DDPMScheduler
         extra = {"set_alpha_to_one": False} if sampler == "ddim" else {}
         scheduler = cls(
-            steps_offset=offset, clip_sample=False, prediction_type=prediction, timestep_spacing=spacing,
-            **extra, **DIFFUSERS_SCHEDULE,
+            steps_offset=offset,
+            clip_sample=False,
+            prediction_type=prediction,
+            timestep_spacing=spacing,
+            **extra,
+            **DIFFUSERS_SCHEDULE,
         )
     elif sampler == "plms":
         scheduler = PNDMScheduler(
-            skip_prk_steps=True, steps_offset=offset, set_alpha_to_one=False, prediction_type=prediction,
-            timestep_spacing=spacing, **DIFFUSERS_SCHEDULE,
+            skip_prk_steps=True,
+            steps_offset=offset,
+            set_alpha_to_one=False,
+            prediction_type=prediction,
+            timestep_spacing=spacing,
+            **DIFFUSERS_SCHEDULE,
         )
     elif sampler == "dpmpp_2m":
         scheduler = DPMSolverMultistepScheduler(
@@ -145,8 +159,14 @@ def check_against_diffusers(sampler, num_steps, prediction_type="eps", spacing="
             reference_options["noise"] = torch.Generator().manual_seed(99)  # draws 0..S-1 of the stack
     reference = diffusers_trajectory(scheduler, X_T, **reference_options)
     sample, trajectory = get_sampler(sampler)(
-        keras_denoiser, X_T, SCHEDULE, num_steps, prediction_type=prediction_type, spacing=spacing,
-        return_trajectory=True, **our_options,
+        keras_denoiser,
+        X_T,
+        SCHEDULE,
+        num_steps,
+        prediction_type=prediction_type,
+        spacing=spacing,
+        return_trajectory=True,
+        **our_options,
     )
     assert relative_error(trajectory, reference) <= TOLERANCE
     assert relative_error(sample, reference[-1]) <= TOLERANCE
@@ -167,6 +187,34 @@ def test_matches_diffusers_250_steps(sampler):
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm", "dpmpp_2m", "euler"])
 def test_prediction_types_match_diffusers(sampler, prediction_type):
     check_against_diffusers(sampler, 10, prediction_type)
+
+
+def test_ddpm_full_chain_matches_compvis_p_sample_loop():
+    """All T steps against CompVis `p_sample_loop` written out in float64 numpy (diffusers' float32
+    `1 - ᾱ_t / ᾱ_{t-1}` loses ~1e-4 of each beta over the full chain, so it is not the reference here)."""
+    tables = compvis_register_schedule(compvis_betas("linear", T, 0.00085, 0.012))
+    noise = np.random.default_rng(11).normal(size=(T,) + SHAPE).astype("float32")
+    x, expected = X_T.astype(np.float64), []
+    for i, t in enumerate(range(T - 1, -1, -1)):
+        eps = (x @ WEIGHTS.astype(np.float64)) * (0.5 + t / T)
+        x0 = (
+            np.sqrt(1.0 / tables["alphas_cumprod"][t]) * x
+            - np.sqrt(1.0 / tables["alphas_cumprod"][t] - 1) * eps
+        )
+        mean = tables["posterior_mean_coef1"][t] * x0 + tables["posterior_mean_coef2"][t] * x
+        x = mean + (t > 0) * np.exp(0.5 * tables["posterior_log_variance_clipped"][t]) * noise[i]
+        expected.append(x)
+    sample, trajectory = get_sampler("ddpm")(
+        keras_denoiser,
+        X_T,
+        SCHEDULE,
+        T,
+        spacing="trailing",
+        noise_sampler=stack_sampler(torch.from_numpy(noise)),
+        return_trajectory=True,
+    )
+    assert relative_error(trajectory, np.stack(expected)) <= TOLERANCE
+    assert relative_error(sample, expected[-1]) <= TOLERANCE
 
 
 def test_v_prediction_250_steps():
@@ -193,13 +241,20 @@ def test_mask_one_keeps_x0_noised_to_the_current_level():
     # deterministic DDIM step maps its input x to √(ᾱ_prev/ᾱ) x.
     stack = noise_stack(2)
     sample = sample_ddim(
-        lambda x, t: ops.zeros_like(x), X_T, SCHEDULE, 1, mask=np.ones(SHAPE, "float32"), x0=X0_KNOWN,
+        lambda x, t: ops.zeros_like(x),
+        X_T,
+        SCHEDULE,
+        1,
+        mask=np.ones(SHAPE, "float32"),
+        x0=X0_KNOWN,
         noise_sampler=stack_sampler(stack),
     )
     t = SCHEDULE.sampling_timesteps(1)
     alpha, alpha_prev = SCHEDULE.table64("alphas_cumprod")[[t[0], 0]]
     noised_x0 = np.sqrt(alpha) * X0_KNOWN + np.sqrt(1 - alpha) * stack[1].numpy()  # draw num_steps + 0
-    np.testing.assert_allclose(ops.convert_to_numpy(sample), np.sqrt(alpha_prev / alpha) * noised_x0, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(sample), np.sqrt(alpha_prev / alpha) * noised_x0, rtol=1e-5, atol=1e-5
+    )
 
 
 def test_guidance_runs_one_model_call_of_twice_the_batch():
@@ -218,9 +273,13 @@ def test_guidance_runs_one_model_call_of_twice_the_batch():
     assert calls == [((4, 8, 8, 4), (4,), (4, 3, 4))]
     cond = ops.convert_to_numpy(model(x, t, context))
     uncond = ops.convert_to_numpy(model(x, t, np.repeat(unconditional, 2, axis=0)))
-    np.testing.assert_allclose(ops.convert_to_numpy(guided), uncond + 7.5 * (cond - uncond), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(guided), uncond + 7.5 * (cond - uncond), rtol=1e-5, atol=1e-5
+    )
 
-    with_negative = classifier_free_guidance(model, context, unconditional, 7.5, negative_context=negative)(x, t)
+    with_negative = classifier_free_guidance(model, context, unconditional, 7.5, negative_context=negative)(
+        x, t
+    )
     negative_out = ops.convert_to_numpy(model(x, t, negative))
     expected = negative_out + 7.5 * (cond - negative_out)
     np.testing.assert_allclose(ops.convert_to_numpy(with_negative), expected, rtol=1e-5, atol=1e-5)
@@ -229,15 +288,21 @@ def test_guidance_runs_one_model_call_of_twice_the_batch():
 
 
 def test_guidance_without_unconditional_context():
-    with pytest.raises(ValueError, match=r"unconditional_context.*negative_context.*received unconditional_context=None"):
+    with pytest.raises(
+        ValueError, match=r"unconditional_context.*negative_context.*received unconditional_context=None"
+    ):
         classifier_free_guidance(lambda x, t, context: x, np.zeros((2, 3, 4)), None, 7.5)
     with pytest.raises(ValueError, match=r"batch size 1 or 2.*\(3, 3, 4\)"):
         classifier_free_guidance(lambda x, t, context: x, np.zeros((2, 3, 4)), np.zeros((3, 3, 4)), 7.5)
 
 
 def test_stochastic_samplers_depend_on_the_noise():
-    first = sample_ddim(keras_denoiser, X_T, SCHEDULE, 5, eta=1.0, noise_sampler=stack_sampler(noise_stack(5, 1)))
-    second = sample_ddim(keras_denoiser, X_T, SCHEDULE, 5, eta=1.0, noise_sampler=stack_sampler(noise_stack(5, 2)))
+    first = sample_ddim(
+        keras_denoiser, X_T, SCHEDULE, 5, eta=1.0, noise_sampler=stack_sampler(noise_stack(5, 1))
+    )
+    second = sample_ddim(
+        keras_denoiser, X_T, SCHEDULE, 5, eta=1.0, noise_sampler=stack_sampler(noise_stack(5, 2))
+    )
     assert relative_error(first, ops.convert_to_numpy(second)) > 1e-3
 
 
@@ -271,7 +336,9 @@ def test_unknown_spacing():
 
 @pytest.mark.parametrize("mask_shape", [(2, 8, 4, 1), (2, 8, 8), (3, 8, 8, 4), (2, 16, 16, 1)])
 def test_mask_shape_must_match_latents(mask_shape):
-    with pytest.raises(ValueError, match=rf"mask.*\(2, 8, 8, 4\).*received mask of shape {re.escape(str(mask_shape))}"):
+    with pytest.raises(
+        ValueError, match=rf"mask.*\(2, 8, 8, 4\).*received mask of shape {re.escape(str(mask_shape))}"
+    ):
         sample_ddim(keras_denoiser, X_T, SCHEDULE, 10, mask=np.ones(mask_shape, "float32"), x0=X0_KNOWN)
 
 
@@ -292,9 +359,15 @@ def test_small_unet_with_guidance_matches_diffusers(tmp_path):
 
     torch.manual_seed(0)
     reference = diffusers.UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=2,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=2,
     ).eval()
     reference.save_pretrained(tmp_path, safe_serialization=True)
     unet = from_diffusers(str(tmp_path))
@@ -304,7 +377,9 @@ def test_small_unet_with_guidance_matches_diffusers(tmp_path):
     scale, num_steps = 5.0, 10
 
     def build(model, inputs):
-        return classifier_free_guidance(model, inputs["context"], inputs["unconditional_context"], inputs["guidance_scale"])
+        return classifier_free_guidance(
+            model, inputs["context"], inputs["unconditional_context"], inputs["guidance_scale"]
+        )
 
     sample = make_sampling_fn("ddim", unet, build, SCHEDULE, num_steps, return_trajectory=True)
     inputs = {"context": context, "unconditional_context": unconditional, "guidance_scale": scale}
@@ -316,7 +391,9 @@ def test_small_unet_with_guidance_matches_diffusers(tmp_path):
     expected = []
     with torch.no_grad():
         for t in scheduler.timesteps:
-            uncond, cond = reference(torch.cat([x, x]), t, encoder_hidden_states=both_contexts).sample.chunk(2)
+            uncond, cond = reference(torch.cat([x, x]), t, encoder_hidden_states=both_contexts).sample.chunk(
+                2
+            )
             x = scheduler.step(uncond + scale * (cond - uncond), t, x).prev_sample
             expected.append(x.permute(0, 2, 3, 1).numpy())
     assert relative_error(trajectory, np.stack(expected)) <= TOLERANCE

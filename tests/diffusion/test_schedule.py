@@ -5,13 +5,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from diffusers import DDIMScheduler
-from diffusers import DDPMScheduler
+from diffusers import DDIMScheduler, DDPMScheduler
 from keras import ops
 
-from keras_ldm.diffusion.schedule import NoiseSchedule
-from keras_ldm.diffusion.schedule import convert_prediction
-from keras_ldm.diffusion.schedule import sampling_timesteps
+from keras_ldm.diffusion.schedule import NoiseSchedule, convert_prediction, sampling_timesteps
 
 T = 1000
 
@@ -99,13 +96,17 @@ def test_derived_tables_equal_compvis_register_schedule(name, v_posterior):
             continue
         np.testing.assert_allclose(schedule.table64(key), value, rtol=1e-12, err_msg=key)
         np.testing.assert_allclose(getattr(schedule, key), value.astype(np.float32), rtol=0, err_msg=key)
-    np.testing.assert_allclose(schedule.sigmas, np.sqrt((1 - expected["alphas_cumprod"]) / expected["alphas_cumprod"]), rtol=1e-6)
+    np.testing.assert_allclose(
+        schedule.sigmas, np.sqrt((1 - expected["alphas_cumprod"]) / expected["alphas_cumprod"]), rtol=1e-6
+    )
 
 
 @pytest.mark.parametrize("parameterization", ["eps", "x0", "v"])
 def test_lvlb_weights_equal_compvis(parameterization):
     schedule = NoiseSchedule("linear", T, 0.00085, 0.012)
-    expected = compvis_register_schedule(compvis_betas("linear", T, 0.00085, 0.012))["lvlb_weights"][parameterization]
+    expected = compvis_register_schedule(compvis_betas("linear", T, 0.00085, 0.012))["lvlb_weights"][
+        parameterization
+    ]
     weights = schedule.lvlb_weights(parameterization)
     assert weights.dtype == np.float32 and np.all(np.isfinite(weights))
     np.testing.assert_allclose(weights, expected, rtol=1e-6)
@@ -116,12 +117,18 @@ def test_loss_weights_combine_simple_and_elbo():
     t = np.array([0, 10, 999])
     np.testing.assert_allclose(ops.convert_to_numpy(schedule.loss_weights(t)), [1.0, 1.0, 1.0])
     weights = schedule.loss_weights(t, "eps", l_simple_weight=0.5, original_elbo_weight=2.0)
-    np.testing.assert_allclose(ops.convert_to_numpy(weights), 0.5 + 2.0 * schedule.lvlb_weights("eps")[t], rtol=1e-6)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(weights), 0.5 + 2.0 * schedule.lvlb_weights("eps")[t], rtol=1e-6
+    )
 
 
 def _sample_tensors(seed=0, shape=(3, 8, 8, 4)):
     rng = np.random.default_rng(seed)
-    return rng.normal(size=shape).astype("float32"), rng.normal(size=shape).astype("float32"), np.array([0, 421, 999])
+    return (
+        rng.normal(size=shape).astype("float32"),
+        rng.normal(size=shape).astype("float32"),
+        np.array([0, 421, 999]),
+    )
 
 
 def test_q_sample_and_training_targets():
@@ -146,12 +153,12 @@ def test_prediction_conversions_round_trip():
     x0, noise, t = _sample_tensors(1)
     x_t = schedule.q_sample(x0, t, noise)
     truth = {"eps": noise, "x0": x0, "v": ops.convert_to_numpy(schedule.training_target(x0, noise, t, "v"))}
-    for source in truth:
-        for target in truth:
-            converted = schedule.convert_prediction(truth[source], x_t, t, source, target)
-            np.testing.assert_allclose(ops.convert_to_numpy(converted), truth[target], rtol=1e-4, atol=2e-4)
+    for source, source_value in truth.items():
+        for target, target_value in truth.items():
+            converted = schedule.convert_prediction(source_value, x_t, t, source, target)
+            np.testing.assert_allclose(ops.convert_to_numpy(converted), target_value, rtol=1e-4, atol=2e-4)
             back = schedule.convert_prediction(converted, x_t, t, target, source)
-            np.testing.assert_allclose(ops.convert_to_numpy(back), truth[source], rtol=1e-4, atol=2e-4)
+            np.testing.assert_allclose(ops.convert_to_numpy(back), source_value, rtol=1e-4, atol=2e-4)
 
 
 def test_conversion_with_scalar_alpha_matches_definition_of_v():
@@ -170,9 +177,13 @@ def test_q_posterior_equals_formula():
     coef1 = expected["posterior_mean_coef1"][t][:, None, None, None]
     coef2 = expected["posterior_mean_coef2"][t][:, None, None, None]
     np.testing.assert_allclose(ops.convert_to_numpy(mean), coef1 * x0 + coef2 * x_t, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(ops.convert_to_numpy(variance)[:, 0, 0, 0], expected["posterior_variance"][t], rtol=1e-6)
     np.testing.assert_allclose(
-        ops.convert_to_numpy(log_variance)[:, 0, 0, 0], expected["posterior_log_variance_clipped"][t], rtol=1e-6
+        ops.convert_to_numpy(variance)[:, 0, 0, 0], expected["posterior_variance"][t], rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(log_variance)[:, 0, 0, 0],
+        expected["posterior_log_variance_clipped"][t],
+        rtol=1e-6,
     )
     assert ops.convert_to_numpy(variance)[0, 0, 0, 0] == 0.0  # t = 0: the chain's start
 
