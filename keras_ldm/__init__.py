@@ -1,8 +1,8 @@
 """keras_ldm: Latent Diffusion Models (Rombach et al., CVPR 2022) for Keras 3 on JAX, TensorFlow and PyTorch."""
 
-from keras_ldm import convert, layers, models
-from keras_ldm.models import AutoencoderKL, UNet, VQAutoencoder
+from keras_ldm import convert, diffusion, layers, models
+from keras_ldm.models import AutoencoderKL, LatentDiffusion, UNet, VQAutoencoder
 
 __version__ = "0.1.0"
 
-__all__ = ["AutoencoderKL", "UNet", "VQAutoencoder", "convert", "layers", "models"]
+__all__ = ["AutoencoderKL", "LatentDiffusion", "UNet", "VQAutoencoder", "convert", "diffusion", "layers", "models"]

@@ -68,8 +68,10 @@ class UNet(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if attention_resolutions and not (num_heads or num_head_channels):
-            raise ValueError("UNet with attention needs `num_heads` or `num_head_channels`; got neither.")
+        if not (num_heads or num_head_channels):
+            raise ValueError(
+                "UNet needs `num_heads` or `num_head_channels` (the middle block always has attention); got neither."
+            )
         self.architecture = dict(
             in_channels=in_channels,
             out_channels=out_channels,

@@ -1,0 +1,301 @@
+"""`LatentDiffusion`: a frozen first stage, a UNet, a conditioner and a noise schedule, trained with `fit()`.
+
+The training path reads top to bottom in `call`:
+images -> `first_stage.encode` -> x scale_factor -> `schedule.q_sample(z, t, eps)` ->
+`unet(z_t [+ concat], t, context)` -> (prediction, target); `compute_loss` turns them into the loss.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_ldm.diffusion.schedule import PARAMETERIZATIONS, NoiseSchedule, check_choice
+from keras_ldm.models.autoencoder import AutoencoderKL
+from keras_ldm.models.conditioners import images_to_unit_range, masked_images, resize_to
+
+CROSS_ATTENTION_SOURCES = (None, "text", "class")
+CONCAT_SOURCES = (None, "low_res", "masks")
+LOSS_TYPES = ("l1", "l2")
+
+
+@keras.saving.register_keras_serializable(package="keras_ldm")
+class LatentDiffusion(keras.Model):
+    """A latent diffusion model that trains with `model.fit()` on dict batches, on every backend.
+
+    Batches are dicts: `images` (uint8 or floats in [-1, 1], `(B, H, W, 3)`) plus, by conditioning,
+    `token_ids` (text; `prompts` strings are tokenized by `fit` when a `tokenizer` is set), `labels`
+    (class), `low_res` (super-resolution: the low-resolution image, resized to the latent size and
+    concatenated) or `masks` (inpainting: 1 marks the region to fill; the encoded masked image and
+    the mask at latent size are concatenated, `in_channels = 2 c + 1`).
+
+    Args:
+        unet: the denoiser, a `keras_ldm.models.UNet`.
+        first_stage: an `AutoencoderKL` or `VQAutoencoder`; frozen.
+        cross_attention: `None`, `"text"` (needs `text_encoder`) or `"class"` (needs `class_embedder`).
+        concat: `None`, `"low_res"` or `"masks"`; both knobs together give CompVis' `hybrid`.
+        text_encoder: a Keras model mapping token ids `(B, L)` to a context `(B, L, context_dim)`.
+        tokenizer: maps strings to token ids inside `tf.data` (e.g. a keras-hub tokenizer).
+        class_embedder: a `ClassEmbedder` (its null class is the unconditional label).
+        schedule: a `NoiseSchedule` (default: CompVis' `linear`, 0.00085 to 0.012, 1000 steps).
+        parameterization: what the UNet predicts: `"eps"`, `"x0"` or `"v"`.
+        loss_type: `"l2"` or `"l1"`.
+        l_simple_weight, original_elbo_weight: CompVis' loss mix (see `NoiseSchedule.loss_weights`).
+        p_uncond: probability of dropping the condition (empty prompt, null class, zero image) so
+            that classifier-free guidance works.
+        scale_factor: latents are multiplied by it (0.18215 for the released KL-f8 models).
+        scale_by_std: replace `scale_factor` by 1 / std of the first training batch's latents,
+            computed once and saved with the model.
+        train_text_encoder: train the text encoder jointly (CompVis) or keep it frozen.
+        seed: seed of the generator behind t, the noise, condition dropout and posterior samples.
+
+    Example:
+    >>> from keras_ldm.models import AutoencoderKL, UNet
+    >>> vae = AutoencoderKL(ch=32, ch_mult=(1, 2), num_res_blocks=1, embed_dim=4)
+    >>> unet = UNet(in_channels=4, out_channels=4, model_channels=32, channel_mult=(1, 2),
+    ...             num_res_blocks=1, attention_resolutions=(), num_heads=1)
+    >>> ldm = LatentDiffusion(unet, vae, seed=0)
+    >>> ldm.compile()
+    >>> images = np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3)).astype("uint8")
+    >>> history = ldm.fit({"images": images}, batch_size=2, epochs=1, verbose=0)
+    >>> len(history.history["loss"])
+    1
+    """
+
+    def __init__(
+        self,
+        unet,
+        first_stage,
+        cross_attention=None,
+        concat=None,
+        text_encoder=None,
+        tokenizer=None,
+        class_embedder=None,
+        schedule=None,
+        parameterization="eps",
+        loss_type="l2",
+        l_simple_weight=1.0,
+        original_elbo_weight=0.0,
+        p_uncond=0.0,
+        scale_factor=1.0,
+        scale_by_std=False,
+        train_text_encoder=True,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        check_choice("cross_attention", cross_attention, CROSS_ATTENTION_SOURCES)
+        check_choice("concat", concat, CONCAT_SOURCES)
+        check_choice("parameterization", parameterization, PARAMETERIZATIONS)
+        check_choice("loss_type", loss_type, LOSS_TYPES)
+        if not 0.0 <= p_uncond <= 1.0:
+            raise ValueError(f"p_uncond={p_uncond!r}; expected a probability in [0, 1].")
+        self.unet, self.first_stage = unet, first_stage
+        self.cross_attention, self.concat = cross_attention, concat
+        self.text_encoder, self.tokenizer, self.class_embedder = text_encoder, tokenizer, class_embedder
+        self.schedule = schedule if schedule is not None else NoiseSchedule("linear", 1000, 0.00085, 0.012)
+        self.parameterization, self.loss_type = parameterization, loss_type
+        self.l_simple_weight, self.original_elbo_weight = l_simple_weight, original_elbo_weight
+        self.p_uncond, self.scale_by_std = p_uncond, scale_by_std
+        self.train_text_encoder, self.seed = train_text_encoder, seed
+        self._check_components()
+        first_stage.trainable = False
+        if text_encoder is not None:
+            text_encoder.trainable = train_text_encoder
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.scale_factor = self.add_weight(
+            shape=(), initializer=keras.initializers.Constant(scale_factor), trainable=False, name="scale_factor"
+        )
+        self.scale_factor_ready = self.add_weight(
+            shape=(), initializer=keras.initializers.Constant(0.0 if scale_by_std else 1.0), trainable=False,
+            name="scale_factor_ready",
+        )
+        self._null_token_ids = None
+        if cross_attention == "text" and p_uncond > 0:
+            self._null_token_ids = self._empty_prompt_ids()
+
+    # -- set-up checks ----------------------------------------------------------------------------
+
+    @property
+    def latent_channels(self):
+        return self.first_stage.embed_dim
+
+    def _concat_channels(self):
+        return {None: 0, "low_res": self.first_stage.in_channels, "masks": self.latent_channels + 1}[self.concat]
+
+    def _check_components(self):
+        expected = self.latent_channels + self._concat_channels()
+        if self.unet.in_channels != expected:
+            raise ValueError(
+                f"unet has in_channels={self.unet.in_channels}; with {self.latent_channels} latent channels and "
+                f"concat={self.concat!r} it needs {expected}."
+            )
+        if self.unet.out_channels != self.latent_channels:
+            raise ValueError(f"unet has out_channels={self.unet.out_channels}; expected {self.latent_channels}.")
+        needs = {"text": ("text_encoder", self.text_encoder), "class": ("class_embedder", self.class_embedder)}
+        if self.cross_attention in needs and needs[self.cross_attention][1] is None:
+            raise ValueError(f"cross_attention={self.cross_attention!r} needs `{needs[self.cross_attention][0]}`.")
+        if (self.cross_attention is None) != (self.unet.context_dim is None):
+            raise ValueError(
+                f"cross_attention={self.cross_attention!r} but the unet has context_dim={self.unet.context_dim}."
+            )
+        if self.cross_attention == "text" and self.p_uncond > 0 and self.tokenizer is None:
+            raise ValueError("p_uncond > 0 with text needs a `tokenizer` (for the empty prompt).")
+
+    def _empty_prompt_ids(self):
+        return np.asarray(keras.ops.convert_to_numpy(self.tokenizer([""])), dtype="int32")
+
+    # -- the training forward pass ------------------------------------------------------------
+
+    def encode_images(self, images, sample=True):
+        """Images -> scaled latents (a posterior sample for KL unless `sample=False`)."""
+        if isinstance(self.first_stage, AutoencoderKL):
+            posterior = self.first_stage.encode(images)
+            return posterior.sample(self.seed_generator) if sample else posterior.mode()
+        return self.first_stage.encode(images)
+
+    def decode_latents(self, latents):
+        """Scaled latents -> images in [-1, 1]."""
+        return self.first_stage.decode(latents / ops.cast(self.scale_factor, latents.dtype))
+
+    def _scaled(self, latents, training):
+        if self.scale_by_std and training:
+            fresh = 1.0 / ops.std(ops.cast(latents, "float32"))
+            ready = ops.convert_to_tensor(self.scale_factor_ready) > 0
+            self.scale_factor.assign(ops.where(ready, ops.convert_to_tensor(self.scale_factor), fresh))
+            self.scale_factor_ready.assign(1.0)
+        return latents * ops.cast(self.scale_factor, latents.dtype)
+
+    def condition_dropout(self, batch_size, training):
+        """A boolean `(B,)` mask of the examples whose condition is dropped (probability `p_uncond`)."""
+        if not training or self.p_uncond == 0:
+            return ops.zeros((batch_size,), dtype="bool")
+        return keras.random.uniform((batch_size,), seed=self.seed_generator) < self.p_uncond
+
+    def context(self, inputs, drop):
+        """The cross-attention context of a batch (`None` without cross-attention)."""
+        if self.cross_attention == "text":
+            token_ids = _require_input(inputs, "token_ids", "text conditioning (tokenize `prompts` first)")
+            token_ids = ops.cast(token_ids, "int32")
+            if self._null_token_ids is not None:
+                token_ids = ops.where(drop[:, None], ops.convert_to_tensor(self._null_token_ids), token_ids)
+            return self.text_encoder(token_ids)
+        if self.cross_attention == "class":
+            labels = ops.cast(_require_input(inputs, "labels", "class conditioning"), "int32")
+            if self.class_embedder.null_label is not None:
+                labels = ops.where(drop, self.class_embedder.null_label, labels)
+            return self.class_embedder(labels)
+        return None
+
+    def concat_condition(self, inputs, images, latent_shape, drop):
+        """The channels concatenated to `z_t` (`None` without concat conditioning)."""
+        if self.concat is None:
+            return None
+        height, width = latent_shape[1], latent_shape[2]
+        if self.concat == "low_res":
+            low_res = images_to_unit_range(_require_input(inputs, "low_res", "super-resolution"))
+            condition = resize_to(low_res, height, width)
+        else:
+            masks = _masks(_require_input(inputs, "masks", "inpainting"))
+            encoded = self.encode_images(masked_images(images, masks), sample=False)
+            encoded = encoded * ops.cast(self.scale_factor, encoded.dtype)
+            condition = ops.concatenate([encoded, resize_to(masks, height, width, "nearest")], axis=-1)
+        keep = ops.cast(ops.logical_not(drop), condition.dtype)[:, None, None, None]
+        return condition * keep
+
+    def call(self, inputs, training=False):
+        """Diffusion forward of one batch: `{"prediction", "target", "timesteps"}`."""
+        images = images_to_unit_range(_require_input(inputs, "images", "training"))
+        latents = self._scaled(self.encode_images(images), training)
+        batch = ops.shape(latents)[0]
+        timesteps = keras.random.randint((batch,), 0, self.schedule.num_timesteps, seed=self.seed_generator)
+        noise = keras.random.normal(ops.shape(latents), seed=self.seed_generator)
+        noisy = self.schedule.q_sample(latents, timesteps, noise)
+        drop = self.condition_dropout(batch, training)
+        concat = self.concat_condition(inputs, images, latents.shape, drop)
+        unet_input = noisy if concat is None else ops.concatenate([noisy, ops.cast(concat, noisy.dtype)], axis=-1)
+        prediction = self.unet(unet_input, timesteps=timesteps, context=self.context(inputs, drop), training=training)
+        target = self.schedule.training_target(latents, noise, timesteps, self.parameterization)
+        return {"prediction": prediction, "target": target, "timesteps": timesteps}
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Weighted l1/l2 between prediction and target, in float32 (CompVis `p_losses`)."""
+        error = ops.cast(y_pred["prediction"], "float32") - ops.cast(y_pred["target"], "float32")
+        error = ops.abs(error) if self.loss_type == "l1" else ops.square(error)
+        per_example = ops.mean(error, axis=(1, 2, 3))
+        weights = self.schedule.loss_weights(
+            y_pred["timesteps"], self.parameterization, self.l_simple_weight, self.original_elbo_weight
+        )
+        return ops.mean(weights * per_example)
+
+    # -- Keras integration -------------------------------------------------------------------------
+
+    def compile(self, optimizer=None, **kwargs):
+        """`compile()` with an AdamW default (learning rate 1e-4, weight decay 0.01)."""
+        if optimizer is None:
+            optimizer = keras.optimizers.AdamW(learning_rate=1e-4, weight_decay=0.01)
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def fit(self, x=None, y=None, **kwargs):
+        """`keras.Model.fit`; a `tf.data.Dataset` with `prompts` is tokenized to `token_ids` first."""
+        if self.tokenizer is not None and _is_tf_dataset(x) and "prompts" in x.element_spec:
+            x = x.map(self.tokenize_batch)
+        return super().fit(x, y, **kwargs)
+
+    def tokenize_batch(self, batch):
+        """Replaces a batch's `prompts` strings by `token_ids` (usable inside `tf.data`)."""
+        batch = dict(batch)
+        batch["token_ids"] = self.tokenizer(batch.pop("prompts"))
+        return batch
+
+    def get_config(self):
+        serialize = keras.saving.serialize_keras_object
+        return {
+            **super().get_config(),
+            "unet": serialize(self.unet),
+            "first_stage": serialize(self.first_stage),
+            "cross_attention": self.cross_attention,
+            "concat": self.concat,
+            "text_encoder": serialize(self.text_encoder) if self.text_encoder is not None else None,
+            "tokenizer": serialize(self.tokenizer) if self.tokenizer is not None else None,
+            "class_embedder": serialize(self.class_embedder) if self.class_embedder is not None else None,
+            "schedule": self.schedule.get_config(),
+            "parameterization": self.parameterization,
+            "loss_type": self.loss_type,
+            "l_simple_weight": self.l_simple_weight,
+            "original_elbo_weight": self.original_elbo_weight,
+            "p_uncond": self.p_uncond,
+            "scale_factor": float(keras.ops.convert_to_numpy(self.scale_factor)),
+            "scale_by_std": self.scale_by_std,
+            "train_text_encoder": self.train_text_encoder,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("unet", "first_stage", "text_encoder", "tokenizer", "class_embedder"):
+            if config.get(key) is not None:
+                config[key] = keras.saving.deserialize_keras_object(config[key])
+        config["schedule"] = NoiseSchedule.from_config(config["schedule"])
+        return cls(**config)
+
+
+def _require_input(inputs, key, purpose):
+    if not isinstance(inputs, dict) or key not in inputs:
+        given = sorted(inputs) if isinstance(inputs, dict) else type(inputs).__name__
+        raise ValueError(f"{purpose} needs a batch dict with {key!r}; got {given}.")
+    return inputs[key]
+
+
+def _masks(masks):
+    masks = ops.cast(masks, "float32")
+    if len(masks.shape) == 3:
+        masks = masks[..., None]
+    if len(masks.shape) != 4 or masks.shape[-1] != 1:
+        raise ValueError(f"`masks` must have shape (B, H, W) or (B, H, W, 1); got {tuple(masks.shape)}.")
+    return masks
+
+
+def _is_tf_dataset(x):
+    module = type(x).__module__
+    return module.startswith("tensorflow") and hasattr(x, "element_spec")

@@ -1,0 +1,156 @@
+"""LatentDiffusion training: fit() on tf.data dict batches for every conditioning, on every backend."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_ldm.diffusion import NoiseSchedule
+from keras_ldm.models import AutoencoderKL, ClassEmbedder, LatentDiffusion, UNet, VQAutoencoder
+from tests.conftest import to_numpy
+
+RNG = np.random.default_rng(0)
+IMAGES = RNG.integers(0, 256, (4, 8, 8, 3)).astype("uint8")
+
+
+def tiny_unet(in_channels=4, context_dim=None):
+    return UNet(
+        in_channels=in_channels,
+        out_channels=4,
+        model_channels=32,
+        channel_mult=(1,),
+        num_res_blocks=1,
+        attention_resolutions=(1,) if context_dim else (),
+        num_heads=2,
+        context_dim=context_dim,
+    )
+
+
+def tiny_vae():
+    """f = 1 keeps compile times short; the down-sampling paths are covered by the parity tests."""
+    return AutoencoderKL(ch=32, ch_mult=(1,), num_res_blocks=1, embed_dim=4)
+
+
+def dataset(**extra):
+    return tf.data.Dataset.from_tensor_slices({"images": IMAGES, **extra}).batch(2)
+
+
+def weights_of(model):
+    return [np.array(w) for w in model.get_weights()]
+
+
+def changed(before, after):
+    return any(np.max(np.abs(a - b)) > 0 for a, b in zip(before, after))
+
+
+def test_fit_trains_the_unet_and_leaves_the_first_stage_frozen():
+    vae, unet = tiny_vae(), tiny_unet()
+    ldm = LatentDiffusion(unet, vae, parameterization="v", loss_type="l1", seed=1)
+    ldm.compile(optimizer=keras.optimizers.Adam(1e-3))
+    vae_before, unet_before = weights_of(vae), weights_of(unet)
+    history = ldm.fit(dataset(), epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert changed(unet_before, weights_of(unet))
+    assert not changed(vae_before, weights_of(vae))
+    assert len(ldm.trainable_variables) == len(unet.trainable_variables)
+
+
+def test_loss_is_the_weighted_mean_of_the_error():
+    schedule = NoiseSchedule("linear", 1000, 0.00085, 0.012)
+    ldm = LatentDiffusion(tiny_unet(), tiny_vae(), schedule=schedule, original_elbo_weight=0.5, seed=2)
+    out = ldm({"images": IMAGES}, training=True)
+    error = (to_numpy(out["prediction"]) - to_numpy(out["target"])) ** 2
+    weights = 1.0 + 0.5 * schedule.lvlb_weights("eps")[to_numpy(out["timesteps"])]
+    expected = np.mean(weights * error.mean(axis=(1, 2, 3)))
+    np.testing.assert_allclose(float(to_numpy(ldm.compute_loss(y_pred=out))), expected, rtol=1e-5)
+
+
+def test_scale_by_std_is_computed_once_from_the_first_batch():
+    vq = VQAutoencoder(ch=32, ch_mult=(1,), num_res_blocks=1, embed_dim=4, n_embed=16)
+    ldm = LatentDiffusion(tiny_unet(), vq, scale_by_std=True, seed=3)
+    first = dataset().take(1).get_single_element()["images"].numpy()
+    expected = 1.0 / np.std(to_numpy(vq.encode(first.astype("float32") / 127.5 - 1.0)))
+    ldm.compile()
+    ldm.fit(dataset(), epochs=2, verbose=0)
+    np.testing.assert_allclose(float(to_numpy(ldm.scale_factor)), expected, rtol=1e-4)
+    restored = LatentDiffusion.from_config(ldm.get_config())
+    np.testing.assert_allclose(float(to_numpy(restored.scale_factor)), expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize("p_uncond, expected_null", [(0.0, 0.0), (1.0, 1.0), (0.5, 0.5)])
+def test_class_conditioning_drops_to_the_null_class(p_uncond, expected_null):
+    embedder = ClassEmbedder(num_classes=5, embed_dim=16)
+    ldm = LatentDiffusion(tiny_unet(context_dim=16), tiny_vae(), cross_attention="class", class_embedder=embedder,
+                          p_uncond=p_uncond, seed=4)
+    labels = np.arange(400) % 5
+    drop = ldm.condition_dropout(400, training=True)
+    context = to_numpy(ldm.context({"labels": labels}, drop))
+    null = to_numpy(embedder(np.array([5])))[0, 0]
+    is_null = np.all(np.isclose(context[:, 0], null), axis=-1)
+    assert abs(is_null.mean() - expected_null) < 0.1
+    np.testing.assert_array_equal(is_null, to_numpy(drop))
+    ldm.compile()
+    assert np.isfinite(ldm.fit(dataset(labels=labels[:4]), verbose=0).history["loss"][0])
+
+
+def test_super_resolution_concatenates_the_low_res_image():
+    ldm = LatentDiffusion(tiny_unet(in_channels=7), tiny_vae(), concat="low_res", p_uncond=0.5, seed=5)
+    low_res = IMAGES[:, ::4, ::4]
+    condition = to_numpy(ldm.concat_condition({"low_res": low_res}, None, (4, 8, 8, 4), np.array([False, True] * 2)))
+    assert condition.shape == (4, 8, 8, 3)  # bicubic 2x2 -> 8x8
+    assert np.all(condition[1::2] == 0) and np.any(condition[0::2] != 0)
+    ldm.compile()
+    assert np.isfinite(ldm.fit(dataset(low_res=low_res), verbose=0).history["loss"][0])
+
+
+def test_inpainting_concatenates_the_encoded_masked_image_and_the_mask():
+    vq = VQAutoencoder(ch=32, ch_mult=(1, 2), num_res_blocks=1, embed_dim=3, n_embed=16)
+    unet = UNet(in_channels=7, out_channels=3, model_channels=32, channel_mult=(1,), num_res_blocks=1,
+                attention_resolutions=(), num_heads=1)
+    ldm = LatentDiffusion(unet, vq, concat="masks", seed=6)
+    masks = np.zeros((4, 8, 8), "float32")
+    masks[:, 2:6, 2:6] = 1.0
+    images = IMAGES.astype("float32") / 127.5 - 1.0
+    condition = to_numpy(ldm.concat_condition({"masks": masks}, images, (4, 4, 4, 3), np.zeros(4, bool)))
+    expected_latents = to_numpy(vq.encode(images * (1.0 - masks[..., None])))
+    np.testing.assert_allclose(condition[..., :3], expected_latents, atol=1e-5)
+    np.testing.assert_array_equal(condition[..., 3], masks[:, ::2, ::2])  # nearest, as CompVis
+    ldm.compile()
+    assert np.isfinite(ldm.fit(dataset(masks=masks), verbose=0).history["loss"][0])
+
+
+def test_text_conditioning_tokenizes_prompts_in_the_dataset():
+    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a", "red", "blue", "circle"]
+
+    def tokenizer(prompts):
+        words = tf.strings.split(tf.strings.lower(prompts))
+        ids = tf.ragged.map_flat_values(
+            lambda w: tf.cast(tf.argmax(tf.cast(tf.equal(w[:, None], vocabulary), tf.int32), axis=1), tf.int32),
+            words,
+        )
+        return ids.to_tensor(default_value=0, shape=(None, 6))
+
+    encoder = keras.Sequential([keras.Input((6,), dtype="int32"), keras.layers.Embedding(len(vocabulary), 16)])
+    ldm = LatentDiffusion(tiny_unet(context_dim=16), tiny_vae(), cross_attention="text", text_encoder=encoder,
+                          tokenizer=tokenizer, p_uncond=0.5, seed=7)
+    prompts = np.array(["a red circle", "a blue circle", "red", "blue circle"])
+    before = weights_of(encoder)
+    ldm.compile(optimizer=keras.optimizers.Adam(1e-2))
+    assert np.isfinite(ldm.fit(dataset(prompts=prompts), verbose=0).history["loss"][0])
+    assert changed(before, weights_of(encoder))
+
+
+def test_bad_set_ups_and_batches_are_named():
+    with pytest.raises(ValueError, match="in_channels=4 .* needs 7"):
+        LatentDiffusion(tiny_unet(), tiny_vae(), concat="low_res")
+    with pytest.raises(ValueError, match="needs `class_embedder`"):
+        LatentDiffusion(tiny_unet(context_dim=16), tiny_vae(), cross_attention="class")
+    with pytest.raises(ValueError, match="context_dim=16"):
+        LatentDiffusion(tiny_unet(context_dim=16), tiny_vae())
+    with pytest.raises(ValueError, match="parameterization"):
+        LatentDiffusion(tiny_unet(), tiny_vae(), parameterization="score")
+    with pytest.raises(ValueError, match="p_uncond"):
+        LatentDiffusion(tiny_unet(), tiny_vae(), p_uncond=1.5)
+    ldm = LatentDiffusion(tiny_unet(in_channels=7), tiny_vae(), concat="low_res")
+    with pytest.raises(ValueError, match="'low_res'"):
+        ldm({"images": IMAGES}, training=True)
