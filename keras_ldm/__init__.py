@@ -5,4 +5,13 @@ from keras_ldm.models import AutoencoderKL, LatentDiffusion, UNet, VQAutoencoder
 
 __version__ = "0.1.0"
 
-__all__ = ["AutoencoderKL", "LatentDiffusion", "UNet", "VQAutoencoder", "convert", "diffusion", "layers", "models"]
+__all__ = [
+    "AutoencoderKL",
+    "LatentDiffusion",
+    "UNet",
+    "VQAutoencoder",
+    "convert",
+    "diffusion",
+    "layers",
+    "models",
+]

@@ -19,7 +19,9 @@ def main(extra_args):
         start = time.time()
         env = dict(os.environ, KERAS_BACKEND=backend)
         code = subprocess.call(
-            [sys.executable, "-m", "pytest", "-q", "--doctest-modules", "keras_ldm", "tests", *extra_args], cwd=root, env=env
+            [sys.executable, "-m", "pytest", "-q", "--doctest-modules", "keras_ldm", "tests", *extra_args],
+            cwd=root,
+            env=env,
         )
         results.append((backend, code, time.time() - start))
     print("\nbackend     result  seconds")

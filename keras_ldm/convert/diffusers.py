@@ -7,15 +7,13 @@ Tensors are read with the safetensors numpy API and transposed to channels-last 
 import json
 import os
 
-import numpy as np
-
+from keras_ldm.convert.tensors import assign_weights, conv, dense, norm, read_safetensors
 from keras_ldm.layers.attention import AttnBlock
 from keras_ldm.layers.resnet import ResBlock
 from keras_ldm.models.autoencoder import AutoencoderKL, VQAutoencoder
 from keras_ldm.models.unet import UNet
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
-INDEX_NAME = WEIGHTS_NAME + ".index.json"
 
 
 def from_diffusers(path, dtype=None):
@@ -55,23 +53,7 @@ def read_config(path):
 
 def read_tensors(path):
     """All tensors of the folder's safetensors file(s), as a dict of numpy arrays."""
-    from safetensors.numpy import load_file
-
-    single, index = os.path.join(path, WEIGHTS_NAME), os.path.join(path, INDEX_NAME)
-    if os.path.isfile(single):
-        return load_file(single)
-    if os.path.isfile(index):
-        with open(index) as f:
-            shards = sorted(set(json.load(f)["weight_map"].values()))
-        tensors = {}
-        for shard in shards:
-            tensors.update(load_file(os.path.join(path, shard)))
-        return tensors
-    found = sorted(os.listdir(path))
-    raise ValueError(
-        f"No {WEIGHTS_NAME} (or {INDEX_NAME}) in {path!r}; found {found}. Re-save the component with "
-        f"diffusers' save_pretrained(safe_serialization=True)."
-    )
+    return read_safetensors(path, WEIGHTS_NAME, "diffusers' save_pretrained(safe_serialization=True)")
 
 
 def model_from_config(config, dtype=None):
@@ -260,58 +242,41 @@ TRANSLATORS = {
 # Each generator yields (keras_variable, diffusers_key, layout) for one layer.
 
 
-def _conv(layer, key):
-    yield layer.kernel, f"{key}.weight", "conv"
-    if layer.use_bias:
-        yield layer.bias, f"{key}.bias", "vector"
-
-
-def _dense(layer, key):
-    yield layer.kernel, f"{key}.weight", "dense"
-    if layer.use_bias:
-        yield layer.bias, f"{key}.bias", "vector"
-
-
-def _norm(layer, key):
-    yield layer.gamma, f"{key}.weight", "vector"
-    yield layer.beta, f"{key}.bias", "vector"
-
-
 def _resnet(block, key):
-    yield from _norm(block.norm1, f"{key}.norm1")
-    yield from _conv(block.conv1, f"{key}.conv1")
+    yield from norm(block.norm1, f"{key}.norm1")
+    yield from conv(block.conv1, f"{key}.conv1")
     if block.time_emb_proj is not None:
-        yield from _dense(block.time_emb_proj, f"{key}.time_emb_proj")
-    yield from _norm(block.norm2, f"{key}.norm2")
-    yield from _conv(block.conv2, f"{key}.conv2")
+        yield from dense(block.time_emb_proj, f"{key}.time_emb_proj")
+    yield from norm(block.norm2, f"{key}.norm2")
+    yield from conv(block.conv2, f"{key}.conv2")
     if block.conv_shortcut is not None:
-        yield from _conv(block.conv_shortcut, f"{key}.conv_shortcut")
+        yield from conv(block.conv_shortcut, f"{key}.conv_shortcut")
 
 
 def _attn_block(block, key):
-    yield from _norm(block.group_norm, f"{key}.group_norm")
+    yield from norm(block.group_norm, f"{key}.group_norm")
     for ours, theirs in (("to_q", "to_q"), ("to_k", "to_k"), ("to_v", "to_v"), ("to_out", "to_out.0")):
-        yield from _dense(getattr(block, ours), f"{key}.{theirs}")
+        yield from dense(getattr(block, ours), f"{key}.{theirs}")
 
 
 def _cross_attention(block, key):
     for name in ("to_q", "to_k", "to_v"):
-        yield from _dense(getattr(block, name), f"{key}.{name}")
-    yield from _dense(block.to_out, f"{key}.to_out.0")
+        yield from dense(getattr(block, name), f"{key}.{name}")
+    yield from dense(block.to_out, f"{key}.to_out.0")
 
 
 def _spatial_transformer(block, key):
-    yield from _norm(block.norm, f"{key}.norm")
-    yield from _dense(block.proj_in, f"{key}.proj_in")
+    yield from norm(block.norm, f"{key}.norm")
+    yield from dense(block.proj_in, f"{key}.proj_in")
     for i, tb in enumerate(block.transformer_blocks):
         prefix = f"{key}.transformer_blocks.{i}"
         for n in ("norm1", "norm2", "norm3"):
-            yield from _norm(getattr(tb, n), f"{prefix}.{n}")
+            yield from norm(getattr(tb, n), f"{prefix}.{n}")
         yield from _cross_attention(tb.attn1, f"{prefix}.attn1")
         yield from _cross_attention(tb.attn2, f"{prefix}.attn2")
-        yield from _dense(tb.ff.proj, f"{prefix}.ff.net.0.proj")
-        yield from _dense(tb.ff.out, f"{prefix}.ff.net.2")
-    yield from _dense(block.proj_out, f"{key}.proj_out")
+        yield from dense(tb.ff.proj, f"{prefix}.ff.net.0.proj")
+        yield from dense(tb.ff.out, f"{prefix}.ff.net.2")
+    yield from dense(block.proj_out, f"{key}.proj_out")
 
 
 def _attention(block, key):
@@ -327,40 +292,40 @@ def _stage(stage, key, resampler_name):
     if isinstance(resampler, ResBlock):
         yield from _resnet(resampler, f"{key}.{resampler_name}.0")
     elif resampler is not None and resampler.conv is not None:
-        yield from _conv(resampler.conv, f"{key}.{resampler_name}.0.conv")
+        yield from conv(resampler.conv, f"{key}.{resampler_name}.0.conv")
 
 
 def _coder(coder, key, blocks_name, resampler_name):
-    yield from _conv(coder.conv_in, f"{key}conv_in")
+    yield from conv(coder.conv_in, f"{key}conv_in")
     for i, stage in enumerate(getattr(coder, blocks_name)):
         yield from _stage(stage, f"{key}{blocks_name}.{i}", resampler_name)
     yield from _stage(coder.mid_block, f"{key}mid_block", None)
-    yield from _norm(coder.conv_norm_out, f"{key}conv_norm_out")
-    yield from _conv(coder.conv_out, f"{key}conv_out")
+    yield from norm(coder.conv_norm_out, f"{key}conv_norm_out")
+    yield from conv(coder.conv_out, f"{key}conv_out")
 
 
 def _autoencoder_weights(model):
     yield from _coder(model.encoder, "encoder.", "down_blocks", "downsamplers")
-    yield from _conv(model.quant_conv, "quant_conv")
+    yield from conv(model.quant_conv, "quant_conv")
     if isinstance(model, VQAutoencoder):
         yield model.quantizer.embeddings, "quantize.embedding.weight", "matrix"
-    yield from _conv(model.post_quant_conv, "post_quant_conv")
+    yield from conv(model.post_quant_conv, "post_quant_conv")
     yield from _coder(model.decoder, "decoder.", "up_blocks", "upsamplers")
 
 
 def _unet_weights(model):
-    yield from _dense(model.time_embedding.linear_1, "time_embedding.linear_1")
-    yield from _dense(model.time_embedding.linear_2, "time_embedding.linear_2")
+    yield from dense(model.time_embedding.linear_1, "time_embedding.linear_1")
+    yield from dense(model.time_embedding.linear_2, "time_embedding.linear_2")
     if model.class_embedding is not None:
         yield model.class_embedding.embeddings, "class_embedding.weight", "matrix"
-    yield from _conv(model.conv_in, "conv_in")
+    yield from conv(model.conv_in, "conv_in")
     for i, stage in enumerate(model.down_blocks):
         yield from _stage(stage, f"down_blocks.{i}", "downsamplers")
     yield from _stage(model.mid_block, "mid_block", None)
     for i, stage in enumerate(model.up_blocks):
         yield from _stage(stage, f"up_blocks.{i}", "upsamplers")
-    yield from _norm(model.conv_norm_out, "conv_norm_out")
-    yield from _conv(model.conv_out, "conv_out")
+    yield from norm(model.conv_norm_out, "conv_norm_out")
+    yield from conv(model.conv_out, "conv_out")
 
 
 def weight_map(model):
@@ -372,49 +337,14 @@ def weight_map(model):
     raise TypeError(f"weight_map() takes a UNet, AutoencoderKL or VQAutoencoder; got {type(model).__name__}.")
 
 
-# Keys that older diffusers releases (and the released CompVis/ldm-* repos) use for attention blocks.
-LEGACY_KEYS = {"to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"}
+# Names that older diffusers releases (and the released CompVis/ldm-* repos) use in attention blocks.
+LEGACY_NAMES = {"to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"}
 
 
-def _to_keras_layout(array, layout):
-    if layout == "conv":
-        return np.transpose(array, (2, 3, 1, 0))
-    if layout == "dense":
-        return np.transpose(array.reshape(array.shape[0], -1))  # 1x1 convs act as dense layers
-    return array
-
-
-def _find(tensors, key):
-    if key in tensors:
-        return key
-    for new, old in LEGACY_KEYS.items():
-        legacy = key.replace(f".{new}.", f".{old}.")
-        if legacy != key and legacy in tensors:
-            return legacy
-    return None
+def _legacy_keys(key):
+    return [key.replace(f".{new}.", f".{old}.") for new, old in LEGACY_NAMES.items() if f".{new}." in key]
 
 
 def load_weights(model, tensors, source="tensors"):
     """Assigns diffusers-named numpy `tensors` to `model`; every weight must be present and fit."""
-    pending = dict(tensors)
-    missing = []
-    for variable, key, layout in weight_map(model):
-        found = _find(pending, key)
-        if found is None:
-            missing.append(key)
-            continue
-        value = _to_keras_layout(pending.pop(found), layout)
-        if tuple(value.shape) != tuple(variable.shape):
-            raise ValueError(
-                f"{source}: tensor {found!r} has shape {tuple(value.shape)} in Keras layout; the model built from "
-                f"its config expects {tuple(variable.shape)} for {variable.path}."
-            )
-        variable.assign(value.astype(variable.dtype))
-    if missing:
-        raise ValueError(
-            f"{source}: {len(missing)} tensors the config implies are missing, e.g. {missing[:5]}."
-        )
-    if pending:
-        raise ValueError(
-            f"{source}: {len(pending)} tensors do not fit the config, e.g. {sorted(pending)[:5]}."
-        )
+    assign_weights(weight_map(model), tensors, source, aliases=_legacy_keys)

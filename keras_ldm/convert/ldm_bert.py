@@ -9,13 +9,11 @@ reads the `tokenizer/` folder (`vocab.txt`, or the `tokenizer.json` that transfo
 import json
 import os
 
-import numpy as np
-
+from keras_ldm.convert.tensors import assign_weights, dense, norm, read_safetensors
 from keras_ldm.models.text_encoder import LDMBertEncoder
 from keras_ldm.models.tokenizer import LDMBertTokenizer
 
 WEIGHTS_NAME = "model.safetensors"
-INDEX_NAME = WEIGHTS_NAME + ".index.json"
 CONFIG_KEYS = (
     "vocab_size",
     "max_position_embeddings",
@@ -48,8 +46,10 @@ def ldm_bert_from_diffusers(path, dtype=None):
     if dtype is not None:
         kwargs["dtype"] = dtype
     model = LDMBertEncoder(**kwargs)
-    tensors = read_safetensors(path)
-    assign_weights(weight_map(model, _key_prefix(tensors)), tensors, source=path)
+    tensors = read_safetensors(
+        path, WEIGHTS_NAME, "LDMBertModel.save_pretrained(folder, safe_serialization=True)"
+    )
+    assign_weights(weight_map(model, _key_prefix(tensors)), tensors, source=path, unused=UNUSED_TENSORS)
     return model
 
 
@@ -81,49 +81,18 @@ def encoder_kwargs(config):
     return {key: config[key] for key in CONFIG_KEYS if key in config}
 
 
-def read_safetensors(path):
-    """All tensors of the folder's `model.safetensors` (or its shards), as a dict of numpy arrays."""
-    from safetensors.numpy import load_file
-
-    single, index = os.path.join(path, WEIGHTS_NAME), os.path.join(path, INDEX_NAME)
-    if os.path.isfile(single):
-        return load_file(single)
-    if os.path.isfile(index):
-        with open(index) as f:
-            shards = sorted(set(json.load(f)["weight_map"].values()))
-        tensors = {}
-        for shard in shards:
-            tensors.update(load_file(os.path.join(path, shard)))
-        return tensors
-    raise ValueError(
-        f"No {WEIGHTS_NAME} (or {INDEX_NAME}) in {path!r}; found {sorted(os.listdir(path))}. Re-save the "
-        f"model with LDMBertModel.save_pretrained(folder, safe_serialization=True)."
-    )
-
-
 def _key_prefix(tensors):
     """`"model."` for an `LDMBertModel` checkpoint, `""` for a bare `LDMBertEncoder` one."""
     return "model." if any(key.startswith("model.") for key in tensors) else ""
 
 
-def _dense(layer, key):
-    yield layer.kernel, f"{key}.weight", "dense"
-    if layer.use_bias:
-        yield layer.bias, f"{key}.bias", "vector"
-
-
-def _norm(layer, key):
-    yield layer.gamma, f"{key}.weight", "vector"
-    yield layer.beta, f"{key}.bias", "vector"
-
-
 def _encoder_layer(layer, key):
-    yield from _norm(layer.self_attn_layer_norm, f"{key}.self_attn_layer_norm")
+    yield from norm(layer.self_attn_layer_norm, f"{key}.self_attn_layer_norm")
     for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
-        yield from _dense(getattr(layer, name), f"{key}.self_attn.{name}")
-    yield from _norm(layer.final_layer_norm, f"{key}.final_layer_norm")
-    yield from _dense(layer.fc1, f"{key}.fc1")
-    yield from _dense(layer.fc2, f"{key}.fc2")
+        yield from dense(getattr(layer, name), f"{key}.self_attn.{name}")
+    yield from norm(layer.final_layer_norm, f"{key}.final_layer_norm")
+    yield from dense(layer.fc1, f"{key}.fc1")
+    yield from dense(layer.fc2, f"{key}.fc2")
 
 
 def weight_map(model, prefix="model."):
@@ -141,38 +110,8 @@ def weight_map(model, prefix="model."):
     ]
     for i, layer in enumerate(model.transformer_layers):
         entries.extend(_encoder_layer(layer, f"{prefix}layers.{i}"))
-    entries.extend(_norm(model.layer_norm, f"{prefix}layer_norm"))
+    entries.extend(norm(model.layer_norm, f"{prefix}layer_norm"))
     return entries
-
-
-def _to_keras_layout(array, layout):
-    return np.transpose(array) if layout == "dense" else array  # torch Linear is (out, in)
-
-
-def assign_weights(entries, tensors, source="tensors", unused=UNUSED_TENSORS):
-    """Assigns numpy `tensors` to the variables of `entries` (from `weight_map`).
-
-    Every entry's tensor must be present with the variable's shape, and every tensor except the
-    `unused` ones must be taken; anything else is a `ValueError` naming the tensors.
-    """
-    pending = {key: value for key, value in tensors.items() if key not in unused}
-    missing = [key for _, key, _ in entries if key not in pending]
-    if missing:
-        raise ValueError(
-            f"{source}: {len(missing)} tensors the config implies are missing, e.g. {missing[:5]}."
-        )
-    for variable, key, layout in entries:
-        value = _to_keras_layout(pending.pop(key), layout)
-        if tuple(value.shape) != tuple(variable.shape):
-            raise ValueError(
-                f"{source}: tensor {key!r} has shape {tuple(value.shape)} in Keras layout; the model built "
-                f"from its config expects {tuple(variable.shape)} for {variable.path}."
-            )
-        variable.assign(value.astype(variable.dtype))
-    if pending:
-        raise ValueError(
-            f"{source}: {len(pending)} tensors do not fit the config, e.g. {sorted(pending)[:5]}."
-        )
 
 
 def _tokenizer_json_vocabulary(path):

@@ -3,6 +3,18 @@
 from keras_ldm.models.autoencoder import AutoencoderKL, Decoder, Encoder, VQAutoencoder
 from keras_ldm.models.conditioners import ClassEmbedder
 from keras_ldm.models.latent_diffusion import LatentDiffusion
+from keras_ldm.models.text_encoder import LDMBertEncoder
+from keras_ldm.models.tokenizer import LDMBertTokenizer
 from keras_ldm.models.unet import UNet
 
-__all__ = ["AutoencoderKL", "ClassEmbedder", "Decoder", "Encoder", "LatentDiffusion", "UNet", "VQAutoencoder"]
+__all__ = [
+    "AutoencoderKL",
+    "ClassEmbedder",
+    "Decoder",
+    "Encoder",
+    "LDMBertEncoder",
+    "LDMBertTokenizer",
+    "LatentDiffusion",
+    "UNet",
+    "VQAutoencoder",
+]

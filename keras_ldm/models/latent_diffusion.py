@@ -103,10 +103,15 @@ class LatentDiffusion(keras.Model):
             text_encoder.trainable = train_text_encoder
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.scale_factor = self.add_weight(
-            shape=(), initializer=keras.initializers.Constant(scale_factor), trainable=False, name="scale_factor"
+            shape=(),
+            initializer=keras.initializers.Constant(scale_factor),
+            trainable=False,
+            name="scale_factor",
         )
         self.scale_factor_ready = self.add_weight(
-            shape=(), initializer=keras.initializers.Constant(0.0 if scale_by_std else 1.0), trainable=False,
+            shape=(),
+            initializer=keras.initializers.Constant(0.0 if scale_by_std else 1.0),
+            trainable=False,
             name="scale_factor_ready",
         )
         self._null_token_ids = None
@@ -120,7 +125,9 @@ class LatentDiffusion(keras.Model):
         return self.first_stage.embed_dim
 
     def _concat_channels(self):
-        return {None: 0, "low_res": self.first_stage.in_channels, "masks": self.latent_channels + 1}[self.concat]
+        return {None: 0, "low_res": self.first_stage.in_channels, "masks": self.latent_channels + 1}[
+            self.concat
+        ]
 
     def _check_components(self):
         expected = self.latent_channels + self._concat_channels()
@@ -130,10 +137,17 @@ class LatentDiffusion(keras.Model):
                 f"concat={self.concat!r} it needs {expected}."
             )
         if self.unet.out_channels != self.latent_channels:
-            raise ValueError(f"unet has out_channels={self.unet.out_channels}; expected {self.latent_channels}.")
-        needs = {"text": ("text_encoder", self.text_encoder), "class": ("class_embedder", self.class_embedder)}
+            raise ValueError(
+                f"unet has out_channels={self.unet.out_channels}; expected {self.latent_channels}."
+            )
+        needs = {
+            "text": ("text_encoder", self.text_encoder),
+            "class": ("class_embedder", self.class_embedder),
+        }
         if self.cross_attention in needs and needs[self.cross_attention][1] is None:
-            raise ValueError(f"cross_attention={self.cross_attention!r} needs `{needs[self.cross_attention][0]}`.")
+            raise ValueError(
+                f"cross_attention={self.cross_attention!r} needs `{needs[self.cross_attention][0]}`."
+            )
         if (self.cross_attention is None) != (self.unet.context_dim is None):
             raise ValueError(
                 f"cross_attention={self.cross_attention!r} but the unet has context_dim={self.unet.context_dim}."
@@ -212,8 +226,12 @@ class LatentDiffusion(keras.Model):
         noisy = self.schedule.q_sample(latents, timesteps, noise)
         drop = self.condition_dropout(batch, training)
         concat = self.concat_condition(inputs, images, latents.shape, drop)
-        unet_input = noisy if concat is None else ops.concatenate([noisy, ops.cast(concat, noisy.dtype)], axis=-1)
-        prediction = self.unet(unet_input, timesteps=timesteps, context=self.context(inputs, drop), training=training)
+        unet_input = (
+            noisy if concat is None else ops.concatenate([noisy, ops.cast(concat, noisy.dtype)], axis=-1)
+        )
+        prediction = self.unet(
+            unet_input, timesteps=timesteps, context=self.context(inputs, drop), training=training
+        )
         target = self.schedule.training_target(latents, noise, timesteps, self.parameterization)
         return {"prediction": prediction, "target": target, "timesteps": timesteps}
 
@@ -242,9 +260,16 @@ class LatentDiffusion(keras.Model):
         return super().fit(x, y, **kwargs)
 
     def tokenize_batch(self, batch):
-        """Replaces a batch's `prompts` strings by `token_ids` (usable inside `tf.data`)."""
+        """Replaces a batch's `prompts` strings by `token_ids`; runs inside `tf.data` (TensorFlow only)."""
+        import tensorflow as tf
+
+        def tokenize(prompts):
+            texts = [p.decode("utf-8") for p in prompts.numpy().reshape(-1)]
+            return np.asarray(keras.ops.convert_to_numpy(self.tokenizer(texts)), dtype="int32")
+
         batch = dict(batch)
-        batch["token_ids"] = self.tokenizer(batch.pop("prompts"))
+        token_ids = tf.py_function(tokenize, [batch.pop("prompts")], tf.int32)
+        batch["token_ids"] = tf.ensure_shape(token_ids, (None, None))
         return batch
 
     def get_config(self):

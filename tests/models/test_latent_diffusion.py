@@ -6,7 +6,15 @@ import pytest
 import tensorflow as tf
 
 from keras_ldm.diffusion import NoiseSchedule
-from keras_ldm.models import AutoencoderKL, ClassEmbedder, LatentDiffusion, UNet, VQAutoencoder
+from keras_ldm.models import (
+    AutoencoderKL,
+    ClassEmbedder,
+    LatentDiffusion,
+    LDMBertEncoder,
+    LDMBertTokenizer,
+    UNet,
+    VQAutoencoder,
+)
 from tests.conftest import to_numpy
 
 RNG = np.random.default_rng(0)
@@ -80,8 +88,14 @@ def test_scale_by_std_is_computed_once_from_the_first_batch():
 @pytest.mark.parametrize("p_uncond, expected_null", [(0.0, 0.0), (1.0, 1.0), (0.5, 0.5)])
 def test_class_conditioning_drops_to_the_null_class(p_uncond, expected_null):
     embedder = ClassEmbedder(num_classes=5, embed_dim=16)
-    ldm = LatentDiffusion(tiny_unet(context_dim=16), tiny_vae(), cross_attention="class", class_embedder=embedder,
-                          p_uncond=p_uncond, seed=4)
+    ldm = LatentDiffusion(
+        tiny_unet(context_dim=16),
+        tiny_vae(),
+        cross_attention="class",
+        class_embedder=embedder,
+        p_uncond=p_uncond,
+        seed=4,
+    )
     labels = np.arange(400) % 5
     drop = ldm.condition_dropout(400, training=True)
     context = to_numpy(ldm.context({"labels": labels}, drop))
@@ -96,7 +110,9 @@ def test_class_conditioning_drops_to_the_null_class(p_uncond, expected_null):
 def test_super_resolution_concatenates_the_low_res_image():
     ldm = LatentDiffusion(tiny_unet(in_channels=7), tiny_vae(), concat="low_res", p_uncond=0.5, seed=5)
     low_res = IMAGES[:, ::4, ::4]
-    condition = to_numpy(ldm.concat_condition({"low_res": low_res}, None, (4, 8, 8, 4), np.array([False, True] * 2)))
+    condition = to_numpy(
+        ldm.concat_condition({"low_res": low_res}, None, (4, 8, 8, 4), np.array([False, True] * 2))
+    )
     assert condition.shape == (4, 8, 8, 3)  # bicubic 2x2 -> 8x8
     assert np.all(condition[1::2] == 0) and np.any(condition[0::2] != 0)
     ldm.compile()
@@ -105,8 +121,15 @@ def test_super_resolution_concatenates_the_low_res_image():
 
 def test_inpainting_concatenates_the_encoded_masked_image_and_the_mask():
     vq = VQAutoencoder(ch=32, ch_mult=(1, 2), num_res_blocks=1, embed_dim=3, n_embed=16)
-    unet = UNet(in_channels=7, out_channels=3, model_channels=32, channel_mult=(1,), num_res_blocks=1,
-                attention_resolutions=(), num_heads=1)
+    unet = UNet(
+        in_channels=7,
+        out_channels=3,
+        model_channels=32,
+        channel_mult=(1,),
+        num_res_blocks=1,
+        attention_resolutions=(),
+        num_heads=1,
+    )
     ldm = LatentDiffusion(unet, vq, concat="masks", seed=6)
     masks = np.zeros((4, 8, 8), "float32")
     masks[:, 2:6, 2:6] = 1.0
@@ -119,24 +142,33 @@ def test_inpainting_concatenates_the_encoded_masked_image_and_the_mask():
     assert np.isfinite(ldm.fit(dataset(masks=masks), verbose=0).history["loss"][0])
 
 
-def test_text_conditioning_tokenizes_prompts_in_the_dataset():
-    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a", "red", "blue", "circle"]
-
-    def tokenizer(prompts):
-        words = tf.strings.split(tf.strings.lower(prompts))
-        ids = tf.ragged.map_flat_values(
-            lambda w: tf.cast(tf.argmax(tf.cast(tf.equal(w[:, None], vocabulary), tf.int32), axis=1), tf.int32),
-            words,
-        )
-        return ids.to_tensor(default_value=0, shape=(None, 6))
-
-    encoder = keras.Sequential([keras.Input((6,), dtype="int32"), keras.layers.Embedding(len(vocabulary), 16)])
-    ldm = LatentDiffusion(tiny_unet(context_dim=16), tiny_vae(), cross_attention="text", text_encoder=encoder,
-                          tokenizer=tokenizer, p_uncond=0.5, seed=7)
-    prompts = np.array(["a red circle", "a blue circle", "red", "blue circle"])
+def test_text_conditioning_trains_ldm_bert_on_tokenized_prompts():
+    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "blue", "circle", "on"]
+    tokenizer = LDMBertTokenizer(vocabulary, sequence_length=8)
+    encoder = LDMBertEncoder(
+        vocab_size=len(vocabulary),
+        max_position_embeddings=8,
+        encoder_layers=1,
+        encoder_ffn_dim=32,
+        encoder_attention_heads=2,
+        head_dim=8,
+        d_model=16,
+    )
+    ldm = LatentDiffusion(
+        tiny_unet(context_dim=16),
+        tiny_vae(),
+        cross_attention="text",
+        text_encoder=encoder,
+        tokenizer=tokenizer,
+        p_uncond=0.5,
+        seed=7,
+    )
+    np.testing.assert_array_equal(ldm._null_token_ids, [[2, 3, 0, 0, 0, 0, 0, 0]])  # [CLS] [SEP] padding
+    prompts = np.array(["a red circle", "a blue circle", "red on blue", "blue circle"])
     before = weights_of(encoder)
     ldm.compile(optimizer=keras.optimizers.Adam(1e-2))
-    assert np.isfinite(ldm.fit(dataset(prompts=prompts), verbose=0).history["loss"][0])
+    # proj_out starts at zero, so the context gets gradients from the second step on.
+    assert np.all(np.isfinite(ldm.fit(dataset(prompts=prompts), epochs=2, verbose=0).history["loss"]))
     assert changed(before, weights_of(encoder))
 
 
