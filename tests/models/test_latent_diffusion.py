@@ -173,7 +173,7 @@ def test_text_conditioning_trains_ldm_bert_on_tokenized_prompts():
 
 
 def test_bad_set_ups_and_batches_are_named():
-    with pytest.raises(ValueError, match="in_channels=4 .* needs 7"):
+    with pytest.raises(ValueError, match="in_channels=4;.* needs 7"):
         LatentDiffusion(tiny_unet(), tiny_vae(), concat="low_res")
     with pytest.raises(ValueError, match="needs `class_embedder`"):
         LatentDiffusion(tiny_unet(context_dim=16), tiny_vae(), cross_attention="class")
