@@ -5,6 +5,8 @@ images -> `first_stage.encode` -> x scale_factor -> `schedule.q_sample(z, t, eps
 `unet(z_t [+ concat], t, context)` -> (prediction, target); `compute_loss` turns them into the loss.
 """
 
+import contextlib
+
 import keras
 import numpy as np
 from keras import ops
@@ -12,6 +14,8 @@ from keras import ops
 from keras_ldm.diffusion.schedule import PARAMETERIZATIONS, NoiseSchedule, check_choice
 from keras_ldm.models.autoencoder import AutoencoderKL
 from keras_ldm.models.conditioners import images_to_unit_range, masked_images, resize_to
+from keras_ldm.training.ema import ExponentialMovingAverage, ema_train_step
+from keras_ldm.training.schedules import LinearWarmup
 
 CROSS_ATTENTION_SOURCES = (None, "text", "class")
 CONCAT_SOURCES = (None, "low_res", "masks")
@@ -46,6 +50,8 @@ class LatentDiffusion(keras.Model):
         scale_by_std: replace `scale_factor` by 1 / std of the first training batch's latents,
             computed once and saved with the model.
         train_text_encoder: train the text encoder jointly (CompVis) or keep it frozen.
+        ema_decay: keep an exponential moving average of the trained weights (CompVis: 0.9999, with
+            the warm-up `min(decay, (1+n)/(10+n))`); `ema_scope()` swaps it in, e.g. for sampling.
         seed: seed of the generator behind t, the noise, condition dropout and posterior samples.
 
     Example:
@@ -79,6 +85,7 @@ class LatentDiffusion(keras.Model):
         scale_factor=1.0,
         scale_by_std=False,
         train_text_encoder=True,
+        ema_decay=None,
         seed=None,
         **kwargs,
     ):
@@ -96,11 +103,13 @@ class LatentDiffusion(keras.Model):
         self.parameterization, self.loss_type = parameterization, loss_type
         self.l_simple_weight, self.original_elbo_weight = l_simple_weight, original_elbo_weight
         self.p_uncond, self.scale_by_std = p_uncond, scale_by_std
-        self.train_text_encoder, self.seed = train_text_encoder, seed
+        self.train_text_encoder, self.seed, self.ema_decay = train_text_encoder, seed, ema_decay
         self._check_components()
-        first_stage.trainable = False
+        _set_trainable(first_stage, False)
         if text_encoder is not None:
-            text_encoder.trainable = train_text_encoder
+            _set_trainable(text_encoder, train_text_encoder)
+        if class_embedder is not None and not class_embedder.built:
+            class_embedder.build()
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.scale_factor = self.add_weight(
             shape=(),
@@ -117,6 +126,10 @@ class LatentDiffusion(keras.Model):
         self._null_token_ids = None
         if cross_attention == "text" and p_uncond > 0:
             self._null_token_ids = self._empty_prompt_ids()
+        self.ema = None
+        if ema_decay is not None:
+            self.ema = ExponentialMovingAverage(self, self.trainable_variables, ema_decay)
+        self.built = True  # every component arrives built
 
     # -- set-up checks ----------------------------------------------------------------------------
 
@@ -247,11 +260,22 @@ class LatentDiffusion(keras.Model):
 
     # -- Keras integration -------------------------------------------------------------------------
 
-    def compile(self, optimizer=None, **kwargs):
-        """`compile()` with an AdamW default (learning rate 1e-4, weight decay 0.01)."""
+    def compile(self, optimizer=None, learning_rate=1e-4, warmup_steps=0, weight_decay=0.01, **kwargs):
+        """`compile()` with an AdamW default and an optional linear learning-rate warm-up."""
         if optimizer is None:
-            optimizer = keras.optimizers.AdamW(learning_rate=1e-4, weight_decay=0.01)
+            schedule = LinearWarmup(learning_rate, warmup_steps) if warmup_steps else learning_rate
+            optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay)
         super().compile(optimizer=optimizer, **kwargs)
+
+    def train_step(self, *args):
+        """Keras' train step, followed by the EMA update when `ema_decay` is set."""
+        if self.ema is None:
+            return super().train_step(*args)
+        return ema_train_step(self, super().train_step, *args)
+
+    def ema_scope(self):
+        """Context in which the trained weights are their moving averages (a no-op without EMA)."""
+        return self.ema.scope() if self.ema is not None else contextlib.nullcontext()
 
     def fit(self, x=None, y=None, **kwargs):
         """`keras.Model.fit`; a `tf.data.Dataset` with `prompts` is tokenized to `token_ids` first."""
@@ -292,6 +316,7 @@ class LatentDiffusion(keras.Model):
             "scale_factor": float(keras.ops.convert_to_numpy(self.scale_factor)),
             "scale_by_std": self.scale_by_std,
             "train_text_encoder": self.train_text_encoder,
+            "ema_decay": self.ema_decay,
             "seed": self.seed,
         }
 
@@ -303,6 +328,13 @@ class LatentDiffusion(keras.Model):
                 config[key] = keras.saving.deserialize_keras_object(config[key])
         config["schedule"] = NoiseSchedule.from_config(config["schedule"])
         return cls(**config)
+
+
+def _set_trainable(model, trainable):
+    """Sets `trainable` on a model and each of its variables (also when deserialized already frozen)."""
+    model.trainable = trainable
+    for variable in model.variables:
+        variable.trainable = trainable
 
 
 def _require_input(inputs, key, purpose):

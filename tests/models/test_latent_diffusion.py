@@ -186,3 +186,30 @@ def test_bad_set_ups_and_batches_are_named():
     ldm = LatentDiffusion(tiny_unet(in_channels=7), tiny_vae(), concat="low_res")
     with pytest.raises(ValueError, match="'low_res'"):
         ldm({"images": IMAGES}, training=True)
+
+
+def test_ema_follows_compvis_warmup_and_is_used_in_its_scope(tmp_path):
+    ldm = LatentDiffusion(tiny_unet(), tiny_vae(), ema_decay=0.99, seed=8)
+    initial = weights_of(ldm.unet)
+    ldm.compile(optimizer=keras.optimizers.SGD(0.05))
+    history = []
+    for step in range(2):  # one step per fit() so that the raw weights can be read after each
+        ldm.fit(dataset().skip(step).take(1), epochs=1, verbose=0)
+        history.append(weights_of(ldm.unet))
+    expected = initial
+    for n, weights in enumerate(history, start=1):
+        decay = min(0.99, (1 + n) / (10 + n))
+        expected = [decay * e + (1 - decay) * w for e, w in zip(expected, weights)]
+    raw = weights_of(ldm.unet)
+    assert float(to_numpy(ldm.ema.num_updates)) == len(history) == 2
+    with ldm.ema_scope():
+        averaged = weights_of(ldm.unet)
+    for a, e in zip(averaged, expected):
+        np.testing.assert_allclose(a, e, atol=1e-6)
+    assert changed(raw, averaged)
+    np.testing.assert_array_equal(weights_of(ldm.unet)[0], raw[0])  # restored after the scope
+    ldm.save_weights(tmp_path / "ldm.weights.h5")
+    clone = LatentDiffusion.from_config(ldm.get_config())
+    clone.load_weights(tmp_path / "ldm.weights.h5")
+    with clone.ema_scope():
+        np.testing.assert_allclose(weights_of(clone.unet)[0], averaged[0], atol=1e-7)
