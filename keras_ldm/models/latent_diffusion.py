@@ -15,6 +15,7 @@ from keras_ldm.diffusion.schedule import PARAMETERIZATIONS, NoiseSchedule, check
 from keras_ldm.models.autoencoder import AutoencoderKL
 from keras_ldm.models.conditioners import images_to_unit_range, masked_images, resize_to
 from keras_ldm.training.ema import ExponentialMovingAverage, ema_train_step
+from keras_ldm.training.seeds import saved_seed_generator
 from keras_ldm.training.schedules import LinearWarmup
 
 CROSS_ATTENTION_SOURCES = (None, "text", "class")
@@ -110,7 +111,8 @@ class LatentDiffusion(keras.Model):
             _set_trainable(text_encoder, train_text_encoder)
         if class_embedder is not None and not class_embedder.built:
             class_embedder.build()
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        # Not tracked as a Keras seed generator: its state is the saved weight "seed_generator_state".
+        object.__setattr__(self, "seed_generator", saved_seed_generator(self, seed))
         self.scale_factor = self.add_weight(
             shape=(),
             initializer=keras.initializers.Constant(scale_factor),

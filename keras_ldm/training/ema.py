@@ -56,7 +56,9 @@ class ExponentialMovingAverage:
             )
             for i, v in enumerate(self.sources)
         ]
-        self.num_updates = owner.add_weight(shape=(), initializer="zeros", trainable=False, name="ema_num_updates")
+        self.num_updates = owner.add_weight(
+            shape=(), initializer="zeros", trainable=False, name="ema_num_updates"
+        )
 
     def new_values(self, source_values, average_values, num_updates):
         """Pure update: `(averages, num_updates)` after folding in `source_values`."""

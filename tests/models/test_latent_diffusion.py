@@ -213,3 +213,69 @@ def test_ema_follows_compvis_warmup_and_is_used_in_its_scope(tmp_path):
     clone.load_weights(tmp_path / "ldm.weights.h5")
     with clone.ema_scope():
         np.testing.assert_allclose(weights_of(clone.unet)[0], averaged[0], atol=1e-7)
+
+
+def make_reproducible_ldm():
+    keras.utils.set_random_seed(0)
+    return LatentDiffusion(tiny_unet(), tiny_vae(), ema_decay=0.9, seed=9)
+
+
+def test_backup_and_restore_resumes_to_the_same_weights(tmp_path):
+    reference = make_reproducible_ldm()
+    reference.compile(optimizer=keras.optimizers.Adam(1e-3))
+    reference.fit(dataset(), epochs=3, verbose=0)
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise RuntimeError("interrupted")
+
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    interrupted = make_reproducible_ldm()
+    interrupted.compile(optimizer=keras.optimizers.Adam(1e-3))
+    with pytest.raises(RuntimeError, match="interrupted"):
+        interrupted.fit(dataset(), epochs=3, verbose=0, callbacks=[backup, Interrupt()])
+    resumed = make_reproducible_ldm()
+    resumed.compile(optimizer=keras.optimizers.Adam(1e-3))
+    resumed.fit(dataset(), epochs=3, verbose=0, callbacks=[backup])
+    for got, want in zip(weights_of(resumed), weights_of(reference)):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+DATA_PARALLEL_SCRIPT = """
+import os, sys
+import keras, numpy as np
+sys.path.insert(0, os.getcwd())
+from tests.models.test_latent_diffusion import dataset, make_reproducible_ldm
+if sys.argv[1] == "4":
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=keras.distribution.list_devices("cpu")))
+ldm = make_reproducible_ldm()
+ldm.compile(optimizer=keras.optimizers.Adam(1e-3))
+losses = [ldm.train_on_batch(batch) for batch in dataset().unbatch().batch(4).repeat(3).as_numpy_iterator()]
+print("LOSSES", " ".join(repr(float(np.asarray(l))) for l in losses), len(keras.distribution.list_devices("cpu")))
+"""
+
+
+def test_data_parallel_on_four_cpu_devices_matches_one_device():
+    """keras.distribution.DataParallel on 4 virtual JAX CPU devices gives the losses of one device."""
+    import os
+    import subprocess
+    import sys
+
+    if keras.backend.backend() != "jax":
+        pytest.skip("DataParallel over virtual CPU devices is a JAX feature (run with KERAS_BACKEND=jax)")
+    env = dict(os.environ, KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    runs = {}
+    for devices in ("1", "4"):
+        out = subprocess.run(
+            [sys.executable, "-c", DATA_PARALLEL_SCRIPT, devices],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        line = next(line for line in out.splitlines() if line.startswith("LOSSES"))
+        *losses, count = line.split()[1:]
+        runs[devices] = np.array([float(v) for v in losses])
+        assert count == "4"
+    np.testing.assert_allclose(runs["4"], runs["1"], atol=1e-4)

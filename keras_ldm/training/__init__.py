@@ -1,0 +1,1 @@
+"""Training utilities: moving averages, learning-rate schedules, seed state saved with the model."""
