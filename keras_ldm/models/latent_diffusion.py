@@ -15,8 +15,8 @@ from keras_ldm.diffusion.schedule import PARAMETERIZATIONS, NoiseSchedule, check
 from keras_ldm.models.autoencoder import AutoencoderKL
 from keras_ldm.models.conditioners import images_to_unit_range, masked_images, resize_to
 from keras_ldm.training.ema import ExponentialMovingAverage, ema_train_step
-from keras_ldm.training.seeds import saved_seed_generator
 from keras_ldm.training.schedules import LinearWarmup
+from keras_ldm.training.seeds import saved_seed_generator
 
 CROSS_ATTENTION_SOURCES = (None, "text", "class")
 CONCAT_SOURCES = (None, "low_res", "masks")
