@@ -62,7 +62,9 @@ def _check_image_spec(shape, dtype, factor):
         raise ValueError(f"`images` must be uint8 or floats in [-1, 1]; got dtype {dtype.name}.")
     for name, value in (("height", shape[-3]), ("width", shape[-2])):
         if value is not None and (value % factor or value < factor):
-            raise ValueError(f"`images` {name} must be a positive multiple of factor={factor}; got shape {shape}.")
+            raise ValueError(
+                f"`images` {name} must be a positive multiple of factor={factor}; got shape {shape}."
+            )
 
 
 def _check_images(images, factor):
@@ -259,7 +261,7 @@ def _degrade_one(image, seed, factor, settings):
         def halve():
             half = tf.shape(image)[:2] // 2
             choice = _randint(seeds[1], 0, 3)
-            antialiased = lambda: tf.image.resize(image, half, method="bicubic", antialias=True)  # noqa: E731
+            antialiased = lambda: tf.image.resize(image, half, method="bicubic", antialias=True)
             resized = tf.cond(choice < 3, lambda: _resize(image, half, choice), antialiased)
             return tf.clip_by_value(resized, 0.0, 1.0), tf.constant(2.0)
 

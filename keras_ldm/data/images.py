@@ -51,7 +51,7 @@ def normalize_image_size(image_size, name="image_size"):
 def list_images(directory):
     """Sorted paths of the images (`IMAGE_EXTENSIONS`, any case) under `directory`, searched recursively."""
     if not isinstance(directory, (str, os.PathLike)):
-        raise ValueError(f"`directory` must be a path; got {directory!r}.")
+        raise TypeError(f"`directory` must be a path (str or os.PathLike); got {directory!r}.")
     directory = os.fspath(directory)
     if not os.path.exists(directory):
         raise ValueError(f"`directory` does not exist: {directory!r}.")
@@ -64,7 +64,11 @@ def list_images(directory):
             is_image = os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
             (paths if is_image else others).append(os.path.join(root, name))
     if not paths:
-        found = f"{len(others)} other files, e.g. {[os.path.basename(p) for p in others[:3]]}" if others else "nothing"
+        found = (
+            f"{len(others)} other files, e.g. {[os.path.basename(p) for p in others[:3]]}"
+            if others
+            else "nothing"
+        )
         raise ValueError(
             f"No images ({', '.join(IMAGE_EXTENSIONS)}) found under {directory!r}; found {found}."
         )

@@ -79,8 +79,10 @@ def _draw_segment(mask, start, end, width):
     height, wide = mask.shape
     radius = width / 2.0
     (y0, x0), (y1, x1) = start, end
-    top, bottom = max(0, int(math.floor(min(y0, y1) - radius))), min(height, int(math.ceil(max(y0, y1) + radius)) + 1)
-    left, right = max(0, int(math.floor(min(x0, x1) - radius))), min(wide, int(math.ceil(max(x0, x1) + radius)) + 1)
+    top = max(0, math.floor(min(y0, y1) - radius))
+    bottom = min(height, math.ceil(max(y0, y1) + radius) + 1)
+    left = max(0, math.floor(min(x0, x1) - radius))
+    right = min(wide, math.ceil(max(x0, x1) + radius) + 1)
     if top >= bottom or left >= right:
         return
     ys = np.arange(top, bottom)[:, None] + 0.5
@@ -151,9 +153,7 @@ def box_masks(image_size, num_masks=None, min_coverage=0.1, max_coverage=0.5, ma
     max_boxes = _check_count(max_boxes, "max_boxes")
     count = _check_count(num_masks, "num_masks", allow_none=True)
     rng = np.random.default_rng(seed)
-    masks = [
-        _box_mask(rng, height, width, min_coverage, max_coverage, max_boxes) for _ in range(count or 1)
-    ]
+    masks = [_box_mask(rng, height, width, min_coverage, max_coverage, max_boxes) for _ in range(count or 1)]
     masks = np.stack(masks)[..., None].astype("float32")
     return masks[0] if count is None else masks
 

@@ -176,8 +176,8 @@ def render_shape(color, shape, background, size, center, image_size=64):
         raise ValueError(f"`size` must be a positive number of pixels; got {size!r}.")
     if np.shape(center) != (2,):
         raise ValueError(f"`center` must be an (x, y) pair; got {center!r}.")
-    cx2, cy2 = (int(round(2 * float(c))) for c in center)
-    mask = _masks_numpy(int(round(2 * float(size))), cx2, cy2, image_size)[shape]
+    cx2, cy2 = (round(2 * float(c)) for c in center)
+    mask = _masks_numpy(round(2 * float(size)), cx2, cy2, image_size)[shape]
     image = np.empty((image_size, image_size, 3), dtype=np.uint8)
     image[...] = COLOR_VALUES[background]
     image[mask] = COLOR_VALUES[color]
@@ -188,9 +188,9 @@ def shape_parameters(num_examples, image_size=64, seed=0, size_range=(1 / 3, 2 /
     """Draws the random content of `shapes_dataset`'s examples (labels uniform over the 90 combinations).
 
     Returns a dict of numpy arrays: `labels` `(N,)` int32, `sizes` `(N,)` int32 pixels and `centers`
-    `(N, 2)` float32 `(x, y)` pixels (multiples of 1/2), with every bounding box inside
-    `[margin, image_size - margin]`. `render_shape(*combinations()[label], size, center, image_size)`
-    reproduces example `i`.
+    `(N, 2)` float32 `(x, y)` pixels, with every bounding box on pixel boundaries inside
+    `[margin, image_size - margin]` (a square covers exactly `size x size` pixels).
+    `render_shape(*combinations()[label], size, center, image_size)` reproduces an example.
 
     Example:
     >>> params = shape_parameters(3, image_size=64, seed=0)
@@ -206,14 +206,15 @@ def shape_parameters(num_examples, image_size=64, seed=0, size_range=(1 / 3, 2 /
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, len(_COMBINATIONS), num_examples)
     sizes = rng.integers(min_size, max_size + 1, num_examples)
-    # Twice the centre, an integer in [2 * margin + size, 2 * (image_size - margin) - size].
-    low = 2 * margin + sizes
-    high = 2 * (image_size - margin) - sizes
-    centers2 = low[:, None] + np.floor(rng.random((num_examples, 2)) * (high - low + 1)[:, None]).astype(int)
+    # The box's top-left corner on the pixel grid, so that its edges fall between pixels.
+    corners = margin + np.floor(
+        rng.random((num_examples, 2)) * (image_size - 2 * margin - sizes + 1)[:, None]
+    )
+    centers = corners + sizes[:, None] / 2
     return {
         "labels": labels.astype("int32"),
         "sizes": sizes.astype("int32"),
-        "centers": (centers2 / 2).astype("float32"),
+        "centers": centers.astype("float32"),
     }
 
 

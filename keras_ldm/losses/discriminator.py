@@ -127,6 +127,7 @@ class NLayerDiscriminator(keras.layers.Layer):
             )
             self.blocks.append((conv, self._make_norm(f"norm{n}") if normalized else None))
         self.conv_out = keras.layers.Conv2D(1, KERNEL_SIZE, kernel_initializer=conv_init, name="conv_out")
+        self.build()
 
     def _make_norm(self, name):
         if self.norm == "act":
@@ -155,11 +156,17 @@ class NLayerDiscriminator(keras.layers.Layer):
         return size + 2 * PADDING - KERNEL_SIZE + 1
 
     def _check(self, images):
-        shape = tuple(images.shape)
+        self._check_shape(tuple(images.shape))
+
+    def _check_shape(self, shape):
         if len(shape) != 4:
-            raise ValueError(f"`images` must have rank 4 (batch, height, width, channels); got shape {shape}.")
+            raise ValueError(
+                f"`images` must have rank 4 (batch, height, width, channels); got shape {shape}."
+            )
         if shape[-1] is not None and shape[-1] != self.in_channels:
-            raise ValueError(f"`images` has {shape[-1]} channels (shape {shape}); expected {self.in_channels}.")
+            raise ValueError(
+                f"`images` has {shape[-1]} channels (shape {shape}); expected {self.in_channels}."
+            )
         for side in shape[1:3]:
             if isinstance(side, int) and self.output_size(side) < 1:
                 raise ValueError(
@@ -179,6 +186,7 @@ class NLayerDiscriminator(keras.layers.Layer):
         return self.conv_out(ops.pad(h, pad))
 
     def compute_output_shape(self, input_shape):
+        self._check_shape(tuple(input_shape))
         sides = [None if s is None else self.output_size(s) for s in input_shape[1:3]]
         return (input_shape[0], *sides, 1)
 

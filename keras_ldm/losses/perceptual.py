@@ -70,7 +70,9 @@ class LPIPS(keras.layers.Layer):
         self.layer_names = tuple(layer_names)
         self.backbone_config = None if backbone is None else keras.saving.serialize_keras_object(backbone)
         if backbone is None:
-            backbone = keras.applications.VGG16(include_top=False, weights=weights, input_shape=(None, None, 3))
+            backbone = keras.applications.VGG16(
+                include_top=False, weights=weights, input_shape=(None, None, 3)
+            )
         missing = [n for n in self.layer_names if n not in {layer.name for layer in backbone.layers}]
         if missing:
             raise ValueError(f"layer_names {missing} are not layers of the backbone {backbone.name!r}.")
@@ -90,6 +92,7 @@ class LPIPS(keras.layers.Layer):
             for i, c in enumerate(self.channels)
         ]
         self.trainable = trainable  # propagates to the backbone and the heads
+        self.build()
 
     def build(self, x0_shape=None, x1_shape=None):
         self.built = True

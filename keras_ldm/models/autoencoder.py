@@ -10,6 +10,7 @@ from keras_ldm.layers.quantizer import VectorQuantizer
 from keras_ldm.layers.resnet import Downsample, ResBlock, Upsample, conv2d
 from keras_ldm.models.blocks import Stage, build_stage, mid_stage, run_mid_stage
 from keras_ldm.models.checks import check_feature_map
+from keras_ldm.training.autoencoder_trainer import AutoencoderTrainer
 
 EPSILON = 1e-6  # GroupNorm epsilon of the CompVis autoencoders
 
@@ -196,7 +197,8 @@ class Decoder(keras.layers.Layer):
         self.conv_norm_out.build((None, None, None, channels))
         self.conv_out.build((None, None, None, channels))
 
-    def call(self, z, training=None):
+    def features(self, z, training=None):
+        """The activations `conv_out` maps to the image (training takes gradients at `conv_out`)."""
         h = run_mid_stage(self.mid_block, self.conv_in(z), training=training)
         for stage in self.up_blocks:
             for j, resnet in enumerate(stage.resnets):
@@ -205,7 +207,10 @@ class Decoder(keras.layers.Layer):
                     h = stage.attentions[j](h)
             if stage.resampler is not None:
                 h = stage.resampler(h)
-        return self.conv_out(ops.silu(self.conv_norm_out(h)))
+        return ops.silu(self.conv_norm_out(h))
+
+    def call(self, z, training=None):
+        return self.conv_out(self.features(z, training=training))
 
     def get_config(self):
         return {
@@ -277,10 +282,11 @@ class _Autoencoder(keras.Model):
 
 
 @keras.saving.register_keras_serializable(package="keras_ldm")
-class AutoencoderKL(_Autoencoder):
+class AutoencoderKL(AutoencoderTrainer, _Autoencoder):
     """KL-regularised autoencoder: `encode` gives a `DiagonalGaussian` over `embed_dim` latents.
 
     Images are channels-last floats in [-1, 1]; the latents are `H/f x W/f x embed_dim`.
+    `compile(...)` then `fit(...)` trains it with L1 + LPIPS + KL + a PatchGAN (see `AutoencoderTrainer`).
 
     Example:
     >>> vae = AutoencoderKL(ch=32, ch_mult=(1, 2), num_res_blocks=1, embed_dim=4)
@@ -290,6 +296,7 @@ class AutoencoderKL(_Autoencoder):
     """
 
     double_z = True
+    regularization = "kl"
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -322,11 +329,12 @@ class AutoencoderKL(_Autoencoder):
 
 
 @keras.saving.register_keras_serializable(package="keras_ldm")
-class VQAutoencoder(_Autoencoder):
+class VQAutoencoder(AutoencoderTrainer, _Autoencoder):
     """VQ-regularised autoencoder: the quantiser sits at the start of decoding (CompVis' `VQModelInterface`).
 
     `encode` returns the pre-quantisation latents `h`; `decode(h)` quantises them (unless
     `force_not_quantize`) and decodes; `quantize_latents(h)` exposes codes, codebook loss and perplexity.
+    `compile(...)` then `fit(...)` trains it with L1 + LPIPS + codebook loss + a PatchGAN.
 
     Args (besides those of `AutoencoderKL`):
         n_embed: codebook size; beta, legacy, remap, unknown_index: see `VectorQuantizer`.
@@ -339,6 +347,7 @@ class VQAutoencoder(_Autoencoder):
     """
 
     double_z = False
+    regularization = "vq"
 
     def __init__(self, n_embed=8192, beta=0.25, legacy=True, remap=None, unknown_index="extra", **kwargs):
         super().__init__(**kwargs)

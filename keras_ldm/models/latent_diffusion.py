@@ -14,6 +14,7 @@ from keras import ops
 from keras_ldm.diffusion.schedule import PARAMETERIZATIONS, NoiseSchedule, check_choice
 from keras_ldm.models.autoencoder import AutoencoderKL
 from keras_ldm.models.conditioners import images_to_unit_range, masked_images, resize_to
+from keras_ldm.models.generation import GenerationMixin
 from keras_ldm.training.ema import ExponentialMovingAverage, ema_train_step
 from keras_ldm.training.schedules import LinearWarmup
 from keras_ldm.training.seeds import saved_seed_generator
@@ -24,7 +25,7 @@ LOSS_TYPES = ("l1", "l2")
 
 
 @keras.saving.register_keras_serializable(package="keras_ldm")
-class LatentDiffusion(keras.Model):
+class LatentDiffusion(GenerationMixin, keras.Model):
     """A latent diffusion model that trains with `model.fit()` on dict batches, on every backend.
 
     Batches are dicts: `images` (uint8 or floats in [-1, 1], `(B, H, W, 3)`) plus, by conditioning,
@@ -333,10 +334,12 @@ class LatentDiffusion(keras.Model):
 
 
 def _set_trainable(model, trainable):
-    """Sets `trainable` on a model and each of its variables (also when deserialized already frozen)."""
+    """Sets `model.trainable`; freezing also freezes every variable (a model deserialized with
+    `trainable=False` keeps trainable variables otherwise)."""
     model.trainable = trainable
-    for variable in model.variables:
-        variable.trainable = trainable
+    if not trainable:
+        for variable in model.variables:
+            variable.trainable = False
 
 
 def _require_input(inputs, key, purpose):

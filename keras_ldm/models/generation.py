@@ -1,0 +1,258 @@
+"""`generate()` for `LatentDiffusion`: noise -> compiled sampler (CFG as one 2B batch) -> decode -> uint8.
+
+Accepted inputs, by the model's conditioning:
+- text: a str (output batch axis squeezed), a list of str, or `{"prompts", "negative_prompts"}`;
+- class: `{"labels"}`;
+- super-resolution: `{"images"}` (uint8 low-resolution images; the output is `upscale` times larger);
+- inpainting: `{"images", "masks"}` (mask 1 = fill); the result is composited into the original;
+- unconditional: `batch_size`.
+"""
+
+import contextlib
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_ldm.diffusion.compile import make_sampling_fn
+from keras_ldm.diffusion.guidance import classifier_free_guidance
+from keras_ldm.diffusion.samplers import SAMPLERS
+from keras_ldm.models.conditioners import images_to_unit_range, masked_images, resize_to
+
+
+class GenerationMixin:
+    """Sampling methods of `LatentDiffusion` (see `generate`)."""
+
+    def generate(
+        self,
+        inputs=None,
+        num_steps=50,
+        guidance_scale=1.0,
+        seed=0,
+        sampler="ddim",
+        eta=0.0,
+        height=None,
+        width=None,
+        latents=None,
+        batch_size=1,
+        upscale=4,
+        use_ema=True,
+    ):
+        """Generates uint8 images `(B, H, W, 3)` (`(H, W, 3)` for a single prompt string).
+
+        Args:
+            inputs: the condition (see the module docstring); None for unconditional models.
+            num_steps: sampling steps.
+            guidance_scale: classifier-free guidance scale (1 = no guidance, one model call per step).
+            seed: makes the initial noise and stochastic steps reproducible.
+            sampler: `"ddpm"`, `"ddim"`, `"plms"`, `"dpmpp_2m"` or `"euler"`.
+            eta: DDIM's η.
+            height, width: output size for text/class/unconditional models; multiples of the first
+                stage's factor times the UNet's down-sampling (default: `default_size()`). Larger than
+                the training size works: the model is convolutional.
+            latents: initial noise `(B, h, w, c)` instead of drawing it from `seed`.
+            batch_size: images for unconditional models.
+            upscale: output/input size ratio of a super-resolution model.
+            use_ema: sample with the moving-average weights when the model keeps them.
+
+        Example:
+        >>> from keras_ldm.models import AutoencoderKL, LatentDiffusion, UNet
+        >>> vae = AutoencoderKL(ch=32, ch_mult=(1, 2), num_res_blocks=1, embed_dim=4)
+        >>> unet = UNet(in_channels=4, out_channels=4, model_channels=32, channel_mult=(1,),
+        ...             num_res_blocks=1, attention_resolutions=(), num_heads=1)
+        >>> images = LatentDiffusion(unet, vae).generate(batch_size=2, num_steps=3, height=16, width=16)
+        >>> images.shape, images.dtype
+        ((2, 16, 16, 3), dtype('uint8'))
+        """
+        _check_sampling_options(sampler, num_steps, eta, guidance_scale, self.schedule.num_timesteps)
+        request = self._sampling_request(inputs, batch_size, height, width, upscale)
+        guided = self.cross_attention is not None and float(guidance_scale) != 1.0
+        if latents is None:
+            noise_shape = (request["batch"], *request["latent_size"], self.latent_channels)
+            latents = _gaussian(noise_shape, seed)
+        elif tuple(latents.shape[1:]) != (*request["latent_size"], self.latent_channels):
+            raise ValueError(
+                f"`latents` has shape {tuple(latents.shape)}; expected "
+                f"(B, {request['latent_size'][0]}, {request['latent_size'][1]}, {self.latent_channels})."
+            )
+        sample = self._sampling_fn(sampler, num_steps, eta, guided)
+        with self.ema_scope() if use_ema else contextlib.nullcontext():
+            conditions = self._conditions(request, guidance_scale, guided)
+            result = sample(latents, conditions, seed=seed, mask=request.get("keep"), x0=request.get("x0"))
+            images = self.decode_latents(result)
+        images = _to_uint8(images)
+        if "original" in request:
+            hole = request["hole"]
+            images = np.where(hole > 0.5, images, request["original"]).astype("uint8")
+        return images[0] if request["squeeze"] else images
+
+    def default_size(self):
+        """Pixel size used when `height`/`width` are not given: 64 latent pixels (CompVis' 256 at f=4)."""
+        return 64 * self.first_stage.downsample_factor
+
+    # -- inputs -> a sampling request ---------------------------------------------------------
+
+    def _sampling_request(self, inputs, batch_size, height, width, upscale):
+        factor = self.first_stage.downsample_factor
+        request = {"squeeze": False}
+        if self.concat == "low_res":
+            low_res = _image_input(inputs, "images", "super-resolution")
+            height, width = low_res.shape[1] * upscale, low_res.shape[2] * upscale
+            request["low_res"] = images_to_unit_range(low_res)
+            batch = low_res.shape[0]
+        elif self.concat == "masks":
+            original = _image_input(inputs, "images", "inpainting")
+            masks = _mask_input(inputs, original.shape)
+            height, width, batch = original.shape[1], original.shape[2], original.shape[0]
+            request.update(original=np.asarray(original), hole=masks, images=images_to_unit_range(original))
+        elif self.cross_attention == "text":
+            prompts, negatives, request["squeeze"] = _prompt_input(inputs)
+            request.update(prompts=prompts, negative_prompts=negatives)
+            batch = len(prompts)
+        elif self.cross_attention == "class":
+            labels = np.asarray(_dict_input(inputs, "labels", "class-conditional generation")).reshape(-1)
+            request["labels"] = labels.astype("int32")
+            batch = len(labels)
+        else:
+            if inputs is not None:
+                raise ValueError(f"This model is unconditional; pass `batch_size`, not inputs={inputs!r}.")
+            batch = batch_size
+        height = height or self.default_size()
+        width = width or self.default_size()
+        multiple = factor * 2 ** (len(self.unet.channel_mult) - 1)
+        for name, size in (("height", height), ("width", width)):
+            if size <= 0 or size % multiple:
+                raise ValueError(
+                    f"{name}={size}; it must be a positive multiple of {multiple} (first-stage factor "
+                    f"{factor} times the UNet's down-sampling)."
+                )
+        request.update(batch=batch, latent_size=(height // factor, width // factor))
+        return request
+
+    def _conditions(self, request, guidance_scale, guided):
+        """The tensors the denoiser needs: context, concat channels, unconditional versions, scale."""
+        height, width = request["latent_size"]
+        conditions = {}
+        if "low_res" in request:
+            conditions["concat"] = resize_to(request["low_res"], height, width)
+        if "images" in request:
+            hole = ops.convert_to_tensor(request["hole"])
+            latents = self.encode_images(masked_images(request["images"], hole), sample=False)
+            latents = latents * ops.cast(self.scale_factor, latents.dtype)
+            conditions["concat"] = ops.concatenate([latents, resize_to(hole, height, width, "nearest")], -1)
+            known = self.encode_images(request["images"], sample=False)
+            request["x0"] = known * ops.cast(self.scale_factor, known.dtype)
+            request["keep"] = 1.0 - resize_to(hole, height, width, "nearest")
+        if self.cross_attention == "text":
+            conditions["context"] = self.text_encoder(self.tokenizer(request["prompts"]))
+            if guided:
+                conditions["unconditional"] = self.text_encoder(self.tokenizer(request["negative_prompts"]))
+        if self.cross_attention == "class":
+            conditions["context"] = self.class_embedder(request["labels"])
+            if guided:
+                null = np.full_like(request["labels"], self.class_embedder.null_label)
+                conditions["unconditional"] = self.class_embedder(null)
+        if guided:
+            conditions["guidance_scale"] = ops.convert_to_tensor(float(guidance_scale), "float32")
+        return conditions
+
+    # -- the compiled sampler --------------------------------------------------------------------
+
+    def _sampling_fn(self, sampler, num_steps, eta, guided):
+        key = (sampler, num_steps, float(eta), guided)
+        cache = self.__dict__.setdefault("_sampling_fns", {})
+        if key not in cache:
+            options = {"prediction_type": self.parameterization}
+            if sampler == "ddim":
+                options["eta"] = eta
+            cache[key] = make_sampling_fn(
+                sampler, self.unet, self._denoiser, self.schedule, num_steps, **options
+            )
+        return cache[key]
+
+    def _denoiser(self, unet, conditions):
+        def model(x, t, context=None):
+            concat = conditions.get("concat")
+            if concat is not None:
+                repeats = x.shape[0] // concat.shape[0]
+                concat = ops.concatenate([concat] * repeats, axis=0) if repeats > 1 else concat
+                x = ops.concatenate([x, ops.cast(concat, x.dtype)], axis=-1)
+            return unet(x, timesteps=t, context=context)
+
+        if "guidance_scale" in conditions:
+            return classifier_free_guidance(
+                model, conditions["context"], conditions["unconditional"], conditions["guidance_scale"]
+            )
+        return lambda x, t: model(x, t, conditions.get("context"))
+
+
+def _check_sampling_options(sampler, num_steps, eta, guidance_scale, num_timesteps):
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler={sampler!r}; expected one of {sorted(SAMPLERS)}.")
+    if not isinstance(num_steps, int) or not 1 <= num_steps < num_timesteps:
+        raise ValueError(f"num_steps={num_steps!r}; expected an int in [1, {num_timesteps - 1}].")
+    if eta < 0:
+        raise ValueError(f"eta={eta!r}; expected a value >= 0.")
+    if guidance_scale < 0:
+        raise ValueError(f"guidance_scale={guidance_scale!r}; expected a value >= 0 (1 = no guidance).")
+
+
+def _dict_input(inputs, key, purpose):
+    if not isinstance(inputs, dict) or key not in inputs:
+        raise ValueError(f"{purpose} takes a dict with {key!r}; got {type(inputs).__name__}: {inputs!r:.80}.")
+    return inputs[key]
+
+
+def _image_input(inputs, key, purpose):
+    images = np.asarray(_dict_input(inputs, key, purpose))
+    if images.ndim == 3:
+        images = images[None]
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise ValueError(
+            f"`{key}` for {purpose} must be uint8 RGB images (B, H, W, 3) or (H, W, 3); "
+            f"got dtype {images.dtype} and shape {images.shape}."
+        )
+    return images
+
+
+def _mask_input(inputs, image_shape):
+    masks = np.asarray(_dict_input(inputs, "masks", "inpainting")).astype("float32")
+    if masks.ndim == 2:
+        masks = masks[None]
+    if masks.ndim == 3:
+        masks = masks[..., None]
+    if masks.shape != (*image_shape[:3], 1) or not np.isin(masks, (0.0, 1.0)).all():
+        raise ValueError(
+            f"`masks` must hold 0/1 values with the images' size {image_shape[:3]}; got shape {masks.shape} "
+            f"and values {np.unique(masks)[:5]}."
+        )
+    return masks
+
+
+def _prompt_input(inputs):
+    """(prompts, negative prompts, squeeze) from a str, a list of str or a dict."""
+    squeeze = isinstance(inputs, str)
+    if isinstance(inputs, dict):
+        prompts = inputs.get("prompts")
+        negatives = inputs.get("negative_prompts")
+    else:
+        prompts, negatives = inputs, None
+    prompts = [prompts] if isinstance(prompts, str) else prompts
+    if not isinstance(prompts, (list, tuple)) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise ValueError(
+            f"Text generation takes a str, a non-empty list of str or a dict with 'prompts'; got {inputs!r:.80}."
+        )
+    negatives = [negatives] * len(prompts) if isinstance(negatives, str) or negatives is None else negatives
+    negatives = ["" if n is None else n for n in negatives]
+    if len(negatives) != len(prompts):
+        raise ValueError(f"{len(negatives)} negative_prompts for {len(prompts)} prompts; expected one each.")
+    return list(prompts), list(negatives), squeeze
+
+
+def _gaussian(shape, seed):
+    return keras.random.normal(shape, seed=int(seed))
+
+
+def _to_uint8(images):
+    images = np.asarray(ops.convert_to_numpy(images), dtype="float32")
+    return np.round((np.clip(images, -1.0, 1.0) + 1.0) * 127.5).astype("uint8")
