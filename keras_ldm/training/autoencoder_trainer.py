@@ -113,6 +113,14 @@ class AutoencoderTrainer:
                 f"Training compares images with their reconstructions, so in_channels ({self.in_channels}) "
                 f"must equal out_channels ({self.out_channels})."
             )
+        if isinstance(optimizer, OptimizerPair):
+            if discriminator_optimizer is not None:
+                raise ValueError(
+                    "`optimizer` is an OptimizerPair; do not pass `discriminator_optimizer` too."
+                )
+            pair = optimizer
+        else:
+            pair = OptimizerPair(optimizer, discriminator_optimizer)
         loss = AutoencoderLoss(
             regularization=self.regularization,
             in_channels=self.out_channels,
@@ -131,14 +139,6 @@ class AutoencoderTrainer:
             name="autoencoder_loss",
             **settings,
         )
-        if isinstance(optimizer, OptimizerPair):
-            if discriminator_optimizer is not None:
-                raise ValueError(
-                    "`optimizer` is an OptimizerPair; do not pass `discriminator_optimizer` too."
-                )
-            pair = optimizer
-        else:
-            pair = OptimizerPair(optimizer, discriminator_optimizer)
         self._compile_training(
             pair,
             loss,

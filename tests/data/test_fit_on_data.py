@@ -12,7 +12,6 @@ from keras_ldm.data import (
 )
 from keras_ldm.models import (
     AutoencoderKL,
-    ClassEmbedder,
     LatentDiffusion,
     LDMBertEncoder,
     LDMBertTokenizer,
@@ -50,7 +49,7 @@ def shapes_tokenizer():
 def text_model(concat=None, in_channels=4):
     tokenizer = shapes_tokenizer()
     encoder = LDMBertEncoder(
-        vocab_size=tokenizer.vocabulary_size(),
+        vocab_size=tokenizer.vocabulary_size,
         max_position_embeddings=10,
         encoder_layers=1,
         encoder_ffn_dim=32,

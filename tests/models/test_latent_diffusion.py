@@ -279,3 +279,29 @@ def test_data_parallel_on_four_cpu_devices_matches_one_device():
         runs[devices] = np.array([float(v) for v in losses])
         assert count == "4"
     np.testing.assert_allclose(runs["4"], runs["1"], atol=1e-4)
+
+
+def test_keras_callbacks_checkpoint_tensorboard_and_sample_images(tmp_path):
+    from tensorflow.core.util import event_pb2
+
+    from keras_ldm.training.callbacks import SampleImagesToTensorBoard
+
+    ldm = LatentDiffusion(tiny_unet(), tiny_vae(), seed=10)
+    ldm.compile()
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(str(tmp_path / "ldm.weights.h5"), save_weights_only=True),
+        keras.callbacks.TensorBoard(str(tmp_path / "logs")),
+        SampleImagesToTensorBoard(str(tmp_path / "logs"), batch_size=2, num_steps=2, height=8, width=8),
+    ]
+    ldm.fit(dataset(), epochs=2, verbose=0, callbacks=callbacks)
+    clone = LatentDiffusion.from_config(ldm.get_config())
+    clone.load_weights(tmp_path / "ldm.weights.h5")
+    for got, want in zip(weights_of(clone), weights_of(ldm)):
+        np.testing.assert_array_equal(got, want)
+    events = list((tmp_path / "logs" / "samples").glob("events.out.tfevents.*"))
+    images = []
+    for record in tf.data.TFRecordDataset([str(e) for e in events]):
+        event = event_pb2.Event.FromString(record.numpy())
+        images += [(event.step, v.tag) for v in event.summary.value]
+    assert [step for step, _ in images if step in (0, 1)] == [0, 1]
+    assert list((tmp_path / "logs" / "train").glob("events.out.tfevents.*"))

@@ -1,0 +1,55 @@
+"""Keras callbacks for LDM training."""
+
+import os
+
+import keras
+import numpy as np
+
+
+class SampleImagesToTensorBoard(keras.callbacks.Callback):
+    """Every `every_n_epochs`, generates images with `model.generate(inputs, ...)` and logs them.
+
+    The images go to TensorBoard as `name` under `log_dir/samples` (TensorFlow's summary writer),
+    as a grid-free batch of uint8 images; generation uses the EMA weights when the model has them.
+
+    Args:
+        log_dir: the TensorBoard log directory (the one given to `keras.callbacks.TensorBoard`).
+        inputs: what `generate` takes for this model (prompts, `{"labels": ...}`, ...); None for
+            unconditional models.
+        every_n_epochs: logging period.
+        name: the summary's tag.
+        **generate_kwargs: passed to `generate` (e.g. `num_steps`, `guidance_scale`, `seed`).
+
+    Example:
+    >>> callback = SampleImagesToTensorBoard("/tmp/logs", ["a red circle"], num_steps=20)
+    """
+
+    def __init__(self, log_dir, inputs=None, every_n_epochs=1, name="samples", **generate_kwargs):
+        super().__init__()
+        if every_n_epochs < 1:
+            raise ValueError(f"every_n_epochs={every_n_epochs!r}; expected an int >= 1.")
+        self.log_dir = os.path.join(log_dir, "samples")
+        self.inputs = inputs
+        self.every_n_epochs = every_n_epochs
+        self.name = name
+        self.generate_kwargs = generate_kwargs
+        self._writer = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every_n_epochs:
+            return
+        import tensorflow as tf
+
+        images = self.model.generate(self.inputs, **self.generate_kwargs)
+        images = np.asarray(images)
+        if images.ndim == 3:
+            images = images[None]
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        with self._writer.as_default():
+            tf.summary.image(self.name, images, step=epoch, max_outputs=len(images))
+        self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
