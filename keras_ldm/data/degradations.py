@@ -92,7 +92,7 @@ def bicubic_downsample(images, factor=4):
     """Downsamples `(H, W, 3)` or `(B, H, W, 3)` images by `factor` with antialiased bicubic interpolation.
 
     The size becomes exactly `H / factor x W / factor` (H and W must be multiples of `factor`); uint8 stays
-    uint8 (rounded), floats stay floats.
+    uint8 (rounded), floats (in [-1, 1]) stay floats, clipped to [-1, 1] against bicubic overshoot.
 
     Example:
     >>> small = bicubic_downsample(np.full((2, 16, 16, 3), 200, dtype="uint8"), factor=4)
@@ -106,7 +106,7 @@ def bicubic_downsample(images, factor=4):
     small = tf.image.resize(tf.cast(images, tf.float32), size, method="bicubic", antialias=True)
     if images.dtype == tf.uint8:
         return tf.cast(tf.clip_by_value(tf.round(small), 0.0, 255.0), tf.uint8)
-    return tf.cast(small, images.dtype)
+    return tf.cast(tf.clip_by_value(small, -1.0, 1.0), images.dtype)
 
 
 def _as_seed(seed):
@@ -312,8 +312,8 @@ def bsr_degrade(images, factor=4, seed=None, strength="bsr"):
         seed: an int or shape-`(2,)` integer tensor (stateless: the same seed gives the same result);
             `None` draws a random one. A batch gives each image its own seed split from it.
         strength: `"bsr"` (CompVis `bsrgan.py`: two blurs, noise sigma 2-25/255, JPEG quality 30-95) or
-            `"bsr_light"` (`bsrgan_light.py`, used for CompVis' ImageNet SR: one mild blur, noise 1-2/255,
-            JPEG quality 80-95).
+            `"bsr_light"` (`bsrgan_light.py`, CompVis' `degradation: bsrgan_light`: one mild blur, noise
+            1-2/255, JPEG quality 80-95).
 
     Returns:
         The degraded images, same dtype (uint8 stays uint8; floats stay in [-1, 1]).

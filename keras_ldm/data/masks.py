@@ -22,7 +22,8 @@ from keras_ldm.data.images import element_seeds, normalize_image_size
 
 MASK_KINDS = ("boxes", "strokes", "mixed")
 
-# LaMa's stroke settings at 256 px (max_len 100/200, max_width 20/100, 4..5 / 1..5 walks), as fractions.
+# Like LaMa's "medium" / "thick" strokes at 256 px (segments up to ~100 / 200 px, brushes up to ~25 / 100 px),
+# as fractions of the shorter image side.
 STROKE_STYLES = {
     "medium": {"max_length": 0.4, "min_width": 0.02, "max_width": 0.1, "max_angle": 4, "max_segments": 5},
     "thick": {"max_length": 0.8, "min_width": 0.02, "max_width": 0.4, "max_angle": 4, "max_segments": 5},
@@ -112,7 +113,7 @@ def _stroke_mask(rng, height, width, min_coverage, max_coverage, style):
         covered = mask.sum()
         position = np.array([rng.uniform(0, height), rng.uniform(0, width)])
         brush = rng.uniform(settings["min_width"], settings["max_width"]) * scale + 1.0
-        for segment in range(int(rng.integers(1, settings["max_segments"] + 1))):
+        for _ in range(int(rng.integers(1, settings["max_segments"] + 1))):
             angle = 0.01 + rng.uniform(0, settings["max_angle"])
             if strokes % 2 == 0:
                 angle = 2 * math.pi - angle

@@ -70,10 +70,13 @@ class ActNorm(keras.layers.Layer):
             mean = ops.mean(x, axis=axes)
             std = ops.sqrt(ops.var(x, axis=axes) * count / (count - 1.0))
             ready = ops.convert_to_tensor(self.initialized) > 0
-            loc = ops.where(ready, ops.convert_to_tensor(self.loc), -mean)
-            scale = ops.where(ready, ops.convert_to_tensor(self.scale), 1.0 / (std + 1e-6))
-            self.loc.assign(ops.stop_gradient(loc))
-            self.scale.assign(ops.stop_gradient(scale))
+            loc_var, scale_var = ops.convert_to_tensor(self.loc), ops.convert_to_tensor(self.scale)
+            # The values are the batch statistics on the first call; the gradient always reaches the
+            # variables and never the statistics (taming initialises under no_grad).
+            loc = loc_var + ops.stop_gradient(ops.where(ready, loc_var, -mean) - loc_var)
+            scale = scale_var + ops.stop_gradient(ops.where(ready, scale_var, 1.0 / (std + 1e-6)) - scale_var)
+            self.loc.assign(loc)
+            self.scale.assign(scale)
             self.initialized.assign(1)
         else:
             loc, scale = self.loc, self.scale

@@ -281,10 +281,45 @@ class LatentDiffusion(GenerationMixin, keras.Model):
         return self.ema.scope() if self.ema is not None else contextlib.nullcontext()
 
     def fit(self, x=None, y=None, **kwargs):
-        """`keras.Model.fit`; a `tf.data.Dataset` with `prompts` is tokenized to `token_ids` first."""
-        if self.tokenizer is not None and _is_tf_dataset(x) and "prompts" in x.element_spec:
-            x = x.map(self.tokenize_batch)
+        """`keras.Model.fit` on dict batches, checked before the first step.
+
+        `prompts` are tokenized to `token_ids` (text models); keys the conditioning does not use
+        (e.g. the `prompts` of a class-labelled dataset) are dropped; missing keys are a `ValueError`.
+        """
+        if _is_tf_dataset(x) or isinstance(x, dict):
+            keys = set(x.element_spec if _is_tf_dataset(x) else x)
+            used = self.batch_keys(keys)
+            if _is_tf_dataset(x):
+                if "prompts" in used:
+                    x = x.map(self.tokenize_batch)
+                    used = (used - {"prompts"}) | {"token_ids"}
+                x = x.map(lambda batch: {k: v for k, v in batch.items() if k in used})
+            else:
+                x = {k: v for k, v in x.items() if k in used}
         return super().fit(x, y, **kwargs)
+
+    def batch_keys(self, keys):
+        """The keys of a training batch this model uses; a `ValueError` when a needed one is missing."""
+        needed = {"images"}
+        if self.cross_attention == "text":
+            needed.add("token_ids" if "token_ids" in keys or self.tokenizer is None else "prompts")
+        elif self.cross_attention == "class":
+            needed.add("labels")
+        if self.concat is not None:
+            needed.add(self.concat)
+        missing = needed - set(keys)
+        if missing:
+            raise ValueError(
+                f"Training batches need the keys {sorted(needed)} for this model (cross_attention="
+                f"{self.cross_attention!r}, concat={self.concat!r}); missing {sorted(missing)} in {sorted(keys)}."
+            )
+        conditions = {"prompts", "token_ids", "labels", "low_res", "masks"}
+        if self.cross_attention is None and self.concat is None and conditions & set(keys):
+            raise ValueError(
+                f"This model is unconditional, but the batches hold {sorted(conditions & set(keys))}; "
+                f"build it with cross_attention=/concat= to use them, or drop them from the dataset."
+            )
+        return needed
 
     def tokenize_batch(self, batch):
         """Replaces a batch's `prompts` strings by `token_ids`; runs inside `tf.data` (TensorFlow only)."""

@@ -47,7 +47,9 @@ class AutoencoderTrainer:
     The class using it sets `regularization` (`"kl"` or `"vq"`) and provides `encode`,
     `quantize_latents` (VQ), `post_quant_conv`, `decoder` (with `features` and `conv_out`) and
     `_check_images`. Batches are dicts with `"images"`, or image arrays; `fit` logs `loss` (the
-    generator's total) and `metric_names(regularization)`.
+    generator's total) and `metric_names(regularization)`. The discriminator's BatchNorm statistics
+    move in the discriminator phase only. Losses are computed in float32; no loss scaling is applied,
+    so prefer `mixed_bfloat16` to `mixed_float16`.
     """
 
     regularization = None

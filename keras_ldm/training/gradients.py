@@ -30,7 +30,7 @@ def value_and_grad(fn, variables, context=()):
     Example:
     >>> w = keras.Variable(3.0)
     >>> (loss, aux), grads = value_and_grad(lambda: (w * w, None), [w])
-    >>> float(loss), float(grads[0])
+    >>> float(keras.ops.convert_to_numpy(loss)), float(keras.ops.convert_to_numpy(grads[0]))
     (9.0, 6.0)
     """
     variables = list(variables)
@@ -43,6 +43,9 @@ def value_and_grad(fn, variables, context=()):
         with tf.GradientTape() as tape:
             loss, aux = fn()
         grads = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        # Dense gradients: Keras' TF optimizers treat the IndexedSlices of a gather (the codebook)
+        # slice by slice, so repeated indices would get Adam moments of their parts, not of their sum.
+        grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
         return (loss, aux), grads
     if backend == "torch":
         import torch

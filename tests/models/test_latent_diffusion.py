@@ -104,7 +104,8 @@ def test_class_conditioning_drops_to_the_null_class(p_uncond, expected_null):
     assert abs(is_null.mean() - expected_null) < 0.1
     np.testing.assert_array_equal(is_null, to_numpy(drop))
     ldm.compile()
-    assert np.isfinite(ldm.fit(dataset(labels=labels[:4]), verbose=0).history["loss"][0])
+    batches = dataset(labels=labels[:4], prompts=np.array(["unused"] * 4))  # prompts are dropped
+    assert np.isfinite(ldm.fit(batches, verbose=0).history["loss"][0])
 
 
 def test_super_resolution_concatenates_the_low_res_image():
@@ -186,6 +187,13 @@ def test_bad_set_ups_and_batches_are_named():
     ldm = LatentDiffusion(tiny_unet(in_channels=7), tiny_vae(), concat="low_res")
     with pytest.raises(ValueError, match="'low_res'"):
         ldm({"images": IMAGES}, training=True)
+    ldm.compile()
+    with pytest.raises(ValueError, match="missing \\['low_res'\\]"):
+        ldm.fit(dataset(), verbose=0)
+    unconditional = LatentDiffusion(tiny_unet(), tiny_vae())
+    unconditional.compile()
+    with pytest.raises(ValueError, match="unconditional, but the batches hold \\['prompts'\\]"):
+        unconditional.fit(dataset(prompts=np.array(["a"] * 4)), verbose=0)
 
 
 def test_ema_follows_compvis_warmup_and_is_used_in_its_scope(tmp_path):

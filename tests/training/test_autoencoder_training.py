@@ -47,7 +47,7 @@ def same(a, b):
 def test_kl_loss_falls_on_a_tf_data_pipeline_and_metrics_are_logged():
     keras.utils.set_random_seed(1)
     model = tiny("kl")
-    model.compile(keras.optimizers.Adam(1e-3), **small_critic(disc_start=60))
+    model.compile(keras.optimizers.Adam(1e-3), **small_critic(disc_start=60, disc_norm="act"))
     data = tf.data.Dataset.from_tensor_slices({"images": IMAGES}).batch(4)  # uint8 dicts
     history = model.fit(data, epochs=60, shuffle=False, verbose=0).history
     assert set(history) == {"loss", *metric_names("kl")}
@@ -58,6 +58,8 @@ def test_kl_loss_falls_on_a_tf_data_pipeline_and_metrics_are_logged():
     # The discriminator joins half-way (disc_start = step 60 = epoch 30).
     assert history["disc_factor"][29] == 0.0 and history["disc_factor"][30] == 1.0
     assert history["d_loss"][29] == 0.0 and history["d_loss"][30] > 0.0
+    actnorm = model.autoencoder_loss.discriminator.blocks[1][1]
+    assert int(to_numpy(actnorm.initialized)) == 1  # initialised once the discriminator trained
     logs = model.evaluate(IMAGES[:4], verbose=0, return_dict=True)
     assert set(logs) == {"loss", *metric_names("kl")} and np.isfinite(logs["loss"])
 
@@ -70,7 +72,12 @@ def test_vq_discriminator_switches_on_at_disc_start_and_the_loss_falls(tmp_path)
     batch = {"images": IMAGES[:4]}
 
     critic_before, generator_before = values(critic.variables), values(model.encoder.variables)
+    trained = model.optimizer.generator._trainable_variables
+    trained_before = values(trained)
     logs = model.train_on_batch(batch, return_dict=True)  # step 0: before disc_start
+    # A first Adam step moves every weight by at most the learning rate (codebook included).
+    steps = [np.max(np.abs(a - b)) for a, b in zip(values(trained), trained_before)]
+    assert max(steps) <= 1e-3 * (1 + 1e-4) and max(steps) > 0.5e-3
     assert set(logs) == {"loss", *metric_names("vq")}
     assert logs["disc_factor"] == 0.0 and logs["d_loss"] == 0.0
     np.testing.assert_allclose(logs["loss"], logs["nll_loss"] + logs["codebook_loss"], rtol=1e-5)
@@ -134,10 +141,9 @@ def test_adaptive_weight_equals_the_formula_with_numpy_gradients():
 
     features = to_numpy(model.decoder.features(model.post_quant_conv(model.encode(images).mode())))
     kernel, bias = to_numpy(model.decoder.conv_out.kernel), to_numpy(model.decoder.conv_out.bias)
-    reconstructions = np.einsum("bhwc,co->bhwo", features, np.zeros((features.shape[-1], 3))) + bias
-    reconstructions += sum(
-        np.einsum("bhwc,co->bhwo", np.pad(features, ((0, 0), (1, 1), (1, 1), (0, 0)))[:, i : i + 16, j : j + 16],
-                  kernel[i, j])
+    padded = np.pad(features, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    reconstructions = bias + sum(
+        np.einsum("bhwc,co->bhwo", padded[:, i : i + 16, j : j + 16], kernel[i, j])
         for i in range(3)
         for j in range(3)
     )
