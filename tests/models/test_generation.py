@@ -25,7 +25,7 @@ def randomized(model, scale=0.1):
     return model
 
 
-def unet(in_channels=4, out_channels=4, context_dim=None):
+def unet(in_channels=4, out_channels=4, context_dim=None, scale=0.1):
     return randomized(
         UNet(
             in_channels=in_channels,
@@ -36,7 +36,8 @@ def unet(in_channels=4, out_channels=4, context_dim=None):
             attention_resolutions=(1,) if context_dim else (),
             num_heads=2,
             context_dim=context_dim,
-        )
+        ),
+        scale,
     )
 
 
@@ -96,8 +97,12 @@ def test_text_generation_guidance_negative_prompts_and_one_compiled_function():
 
 def test_class_generation_uses_the_labels():
     embedder = ClassEmbedder(num_classes=3, embed_dim=16)
+    embedder.build()
     model = LatentDiffusion(
-        unet(context_dim=16), vae(), cross_attention="class", class_embedder=randomized(embedder)
+        unet(context_dim=16, scale=0.3),
+        vae(),
+        cross_attention="class",
+        class_embedder=randomized(embedder, 1.0),
     )
     images = model.generate({"labels": [0, 2]}, num_steps=3, height=8, width=8, seed=4)
     again = model.generate({"labels": [1, 2]}, num_steps=3, height=8, width=8, seed=4)
