@@ -289,6 +289,7 @@ class LatentDiffusion(GenerationMixin, keras.Model):
         if _is_tf_dataset(x) or isinstance(x, dict):
             keys = set(x.element_spec if _is_tf_dataset(x) else x)
             used = self.batch_keys(keys)
+            self._check_batch_shapes(x.element_spec if _is_tf_dataset(x) else x)
             if _is_tf_dataset(x):
                 if "prompts" in used:
                     x = x.map(self.tokenize_batch)
@@ -297,6 +298,29 @@ class LatentDiffusion(GenerationMixin, keras.Model):
             else:
                 x = {k: v for k, v in x.items() if k in used}
         return super().fit(x, y, **kwargs)
+
+    def _check_batch_shapes(self, batch):
+        """Static checks of `images` and `masks` (shapes from a dataset's spec or from arrays)."""
+        images = batch["images"]
+        shape, dtype = tuple(images.shape), str(images.dtype)
+        factor = self.first_stage.downsample_factor * 2 ** (len(self.unet.channel_mult) - 1)
+        if len(shape) != 4 or shape[-1] != self.first_stage.in_channels:
+            raise ValueError(
+                f"`images` must be batches (B, H, W, {self.first_stage.in_channels}); got shape {shape}."
+            )
+        if "uint8" not in dtype and "float" not in dtype:
+            raise ValueError(f"`images` must be uint8 in [0, 255] or floats in [-1, 1]; got dtype {dtype}.")
+        for size in shape[1:3]:
+            if size is not None and size % factor:
+                raise ValueError(
+                    f"`images` of shape {shape}: height and width must be multiples of {factor}."
+                )
+        if self.concat == "masks":
+            masks = tuple(batch["masks"].shape)
+            if masks[1:3] != shape[1:3] or len(masks) not in (3, 4) or (len(masks) == 4 and masks[-1] != 1):
+                raise ValueError(
+                    f"`masks` must be (B, H, W) or (B, H, W, 1) like `images` {shape}; got {masks}."
+                )
 
     def batch_keys(self, keys):
         """The keys of a training batch this model uses; a `ValueError` when a needed one is missing."""
