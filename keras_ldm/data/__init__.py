@@ -18,6 +18,7 @@ from keras_ldm.data.photos import (
     photo_names,
     random_photo_crops,
 )
+from keras_ldm.data.prompts import keep_keys, tokenize_prompts
 from keras_ldm.data.shapes import (
     COLOR_VALUES,
     COLORS,
@@ -45,6 +46,7 @@ __all__ = [
     "describe_image",
     "image_folder_dataset",
     "inpainting_pairs",
+    "keep_keys",
     "label_of",
     "list_images",
     "load_photo",
@@ -62,4 +64,5 @@ __all__ = [
     "super_resolution_pairs",
     "to_uint8",
     "to_unit_range",
+    "tokenize_prompts",
 ]

@@ -291,10 +291,12 @@ class LatentDiffusion(GenerationMixin, keras.Model):
             used = self.batch_keys(keys)
             self._check_batch_shapes(x.element_spec if _is_tf_dataset(x) else x)
             if _is_tf_dataset(x):
+                from keras_ldm.data.prompts import keep_keys, tokenize_prompts
+
                 if "prompts" in used:
-                    x = x.map(self.tokenize_batch)
+                    x = tokenize_prompts(x, self.tokenizer)
                     used = (used - {"prompts"}) | {"token_ids"}
-                x = x.map(lambda batch: {k: v for k, v in batch.items() if k in used})
+                x = keep_keys(x, used)
             else:
                 x = {k: v for k, v in x.items() if k in used}
         return super().fit(x, y, **kwargs)
@@ -344,19 +346,6 @@ class LatentDiffusion(GenerationMixin, keras.Model):
                 f"build it with cross_attention=/concat= to use them, or drop them from the dataset."
             )
         return needed
-
-    def tokenize_batch(self, batch):
-        """Replaces a batch's `prompts` strings by `token_ids`; runs inside `tf.data` (TensorFlow only)."""
-        import tensorflow as tf
-
-        def tokenize(prompts):
-            texts = [p.decode("utf-8") for p in prompts.numpy().reshape(-1)]
-            return np.asarray(keras.ops.convert_to_numpy(self.tokenizer(texts)), dtype="int32")
-
-        batch = dict(batch)
-        token_ids = tf.py_function(tokenize, [batch.pop("prompts")], tf.int32)
-        batch["token_ids"] = tf.ensure_shape(token_ids, (None, None))
-        return batch
 
     def get_config(self):
         serialize = keras.saving.serialize_keras_object
