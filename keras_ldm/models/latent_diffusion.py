@@ -290,6 +290,7 @@ class LatentDiffusion(GenerationMixin, keras.Model):
             keys = set(x.element_spec if _is_tf_dataset(x) else x)
             used = self.batch_keys(keys)
             self._check_batch_shapes(x.element_spec if _is_tf_dataset(x) else x)
+            self._check_batch_values(next(iter(x.take(1))) if _is_tf_dataset(x) else x)
             if _is_tf_dataset(x):
                 from keras_ldm.data.prompts import keep_keys, tokenize_prompts
 
@@ -322,6 +323,21 @@ class LatentDiffusion(GenerationMixin, keras.Model):
             if masks[1:3] != shape[1:3] or len(masks) not in (3, 4) or (len(masks) == 4 and masks[-1] != 1):
                 raise ValueError(
                     f"`masks` must be (B, H, W) or (B, H, W, 1) like `images` {shape}; got {masks}."
+                )
+
+    def _check_batch_values(self, batch):
+        """Value checks on one batch (the first of a dataset): float images in [-1, 1], 0/1 masks."""
+        images = np.asarray(keras.ops.convert_to_numpy(batch["images"]))
+        if images.dtype != np.uint8 and (images.min() < -1.001 or images.max() > 1.001):
+            raise ValueError(
+                f"Float `images` must be scaled to [-1, 1]; got values in [{images.min():.3g}, {images.max():.3g}] "
+                f"(pass uint8 images, or use keras_ldm.data.to_unit_range)."
+            )
+        if self.concat == "masks":
+            masks = np.asarray(keras.ops.convert_to_numpy(batch["masks"]))
+            if not np.isin(masks, (0, 1)).all():
+                raise ValueError(
+                    f"`masks` must hold only 0 and 1 (1 = region to fill); got {np.unique(masks)[:5]}."
                 )
 
     def batch_keys(self, keys):

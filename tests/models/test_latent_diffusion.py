@@ -322,6 +322,8 @@ def test_fit_rejects_bad_images_and_masks_before_the_first_step():
         ldm.fit({"images": IMAGES[..., :1]}, verbose=0)
     with pytest.raises(ValueError, match="uint8 in \\[0, 255\\] or floats"):
         ldm.fit({"images": IMAGES.astype("int32")}, verbose=0)
+    with pytest.raises(ValueError, match="scaled to \\[-1, 1\\]"):
+        ldm.fit(tf.data.Dataset.from_tensor_slices({"images": IMAGES.astype("float32")}).batch(2), verbose=0)
     vq = VQAutoencoder(ch=32, ch_mult=(1,), num_res_blocks=1, embed_dim=3, n_embed=16)
     unet = UNet(
         in_channels=7,
@@ -336,6 +338,8 @@ def test_fit_rejects_bad_images_and_masks_before_the_first_step():
     inpaint.compile()
     with pytest.raises(ValueError, match="masks.* like `images`"):
         inpaint.fit({"images": IMAGES, "masks": np.zeros((4, 4, 4), "float32")}, verbose=0)
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        inpaint.fit({"images": IMAGES, "masks": np.full((4, 8, 8), 0.5, "float32")}, verbose=0)
 
 
 def test_loss_falls_within_a_few_hundred_steps():
