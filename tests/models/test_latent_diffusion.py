@@ -350,3 +350,30 @@ def test_loss_falls_within_a_few_hundred_steps():
     data = tf.data.Dataset.from_tensor_slices({"images": images}).repeat().batch(8)
     history = ldm.fit(data, steps_per_epoch=50, epochs=4, verbose=0).history["loss"]
     assert history[-1] < 0.8 * history[0], history  # torch: 0.62 -> 0.44
+
+
+def test_hybrid_conditioning_uses_cross_attention_and_concat_together():
+    embedder = ClassEmbedder(num_classes=3, embed_dim=16)
+    ldm = LatentDiffusion(
+        tiny_unet(in_channels=7, context_dim=16),
+        tiny_vae(),
+        cross_attention="class",
+        class_embedder=embedder,
+        concat="low_res",
+        p_uncond=0.5,
+        seed=12,
+    )
+    low_res = IMAGES[:, ::2, ::2]
+    drop = ldm.condition_dropout(4, training=True)
+    assert to_numpy(ldm.concat_condition({"low_res": low_res}, None, (4, 8, 8, 4), drop)).shape == (
+        4,
+        8,
+        8,
+        3,
+    )
+    assert to_numpy(ldm.context({"labels": np.array([0, 1, 2, 0])}, drop)).shape == (4, 1, 16)
+    ldm.compile()
+    history = ldm.fit(dataset(low_res=low_res, labels=np.array([0, 1, 2, 0])), verbose=0).history["loss"]
+    assert np.isfinite(history[0])
+    with pytest.raises(ValueError, match="missing \\['labels'\\]"):
+        ldm.fit(dataset(low_res=low_res), verbose=0)
