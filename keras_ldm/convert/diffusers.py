@@ -106,7 +106,6 @@ def _attention_levels(config, marker):
 
 def _autoencoder_kwargs(config):
     _require(config, "act_fn", ("silu",), "silu")
-    _require(config, "norm_num_groups", (32,), 32)
     _require(config, "use_quant_conv", (True,), True)
     _require(config, "use_post_quant_conv", (True,), True)
     ch, ch_mult = _channel_mult(config)
@@ -123,6 +122,7 @@ def _autoencoder_kwargs(config):
         resolution=resolution,
         z_channels=config["latent_channels"],
         mid_attention=config.get("mid_block_add_attention", True),
+        norm_num_groups=config.get("norm_num_groups", 32),
     )
 
 
@@ -157,8 +157,8 @@ def _heads(config, model_channels, channel_mult, levels, default):
 
 def _unet_common(config):
     _require(config, "act_fn", ("silu",), "silu")
-    _require(config, "norm_num_groups", (32,), 32)
     _require(config, "norm_eps", (1e-5,), 1e-5)
+    _require(config, "attn_norm_num_groups", (None,), None)
     _require(config, "downsample_padding", (1,), 1)
     _require(config, "center_input_sample", (False,), False)
     _require(config, "time_embedding_type", ("positional",), "positional")
@@ -177,6 +177,7 @@ def _unet_common(config):
         num_classes=config.get("num_class_embeds"),
         flip_sin_to_cos=config.get("flip_sin_to_cos", True),
         freq_shift=config.get("freq_shift", 0),
+        norm_num_groups=config.get("norm_num_groups", 32),
     )
 
 

@@ -41,6 +41,7 @@ class AttnBlock(keras.layers.Layer):
     Args:
         num_heads: number of attention heads (channels must divide evenly).
         epsilon: GroupNorm epsilon.
+        groups: GroupNorm groups.
         zero_init_out: zero-initialise the output projection (CompVis does in the UNet).
 
     Example:
@@ -48,12 +49,13 @@ class AttnBlock(keras.layers.Layer):
     (1, 8, 8, 64)
     """
 
-    def __init__(self, num_heads=1, epsilon=1e-6, zero_init_out=False, **kwargs):
+    def __init__(self, num_heads=1, epsilon=1e-6, zero_init_out=False, groups=32, **kwargs):
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.epsilon = epsilon
         self.zero_init_out = zero_init_out
-        self.group_norm = group_norm(epsilon, name="group_norm")
+        self.groups = groups
+        self.group_norm = group_norm(epsilon, groups, name="group_norm")
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -81,6 +83,7 @@ class AttnBlock(keras.layers.Layer):
             **super().get_config(),
             "num_heads": self.num_heads,
             "epsilon": self.epsilon,
+            "groups": self.groups,
             "zero_init_out": self.zero_init_out,
         }
 
@@ -232,6 +235,7 @@ class SpatialTransformer(keras.layers.Layer):
         context_dim: width of the conditioning sequence, or None.
         dropout: dropout rate inside the blocks.
         epsilon: GroupNorm epsilon.
+        groups: GroupNorm groups.
 
     Example:
     >>> st = SpatialTransformer(num_heads=2, head_dim=16, context_dim=24)
@@ -239,7 +243,9 @@ class SpatialTransformer(keras.layers.Layer):
     (1, 8, 8, 32)
     """
 
-    def __init__(self, num_heads, head_dim, depth=1, context_dim=None, dropout=0.0, epsilon=1e-6, **kwargs):
+    def __init__(
+        self, num_heads, head_dim, depth=1, context_dim=None, dropout=0.0, epsilon=1e-6, groups=32, **kwargs
+    ):
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.head_dim = head_dim
@@ -248,7 +254,8 @@ class SpatialTransformer(keras.layers.Layer):
         self.dropout_rate = dropout
         self.epsilon = epsilon
         inner = num_heads * head_dim
-        self.norm = group_norm(epsilon, name="norm")
+        self.groups = groups
+        self.norm = group_norm(epsilon, groups, name="norm")
         self.proj_in = keras.layers.Dense(inner, name="proj_in")
         self.transformer_blocks = [
             BasicTransformerBlock(num_heads, head_dim, context_dim, dropout, name=f"transformer_blocks_{i}")
@@ -293,4 +300,5 @@ class SpatialTransformer(keras.layers.Layer):
             "context_dim": self.context_dim,
             "dropout": self.dropout_rate,
             "epsilon": self.epsilon,
+            "groups": self.groups,
         }

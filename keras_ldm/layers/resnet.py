@@ -123,6 +123,7 @@ class ResBlock(keras.layers.Layer):
         skip_kernel_size: 1 or 3, the conv on the skip path when the channel count changes.
         resample: `None`, `"up"` or `"down"` (CompVis `resblock_updown`).
         epsilon: GroupNorm epsilon (UNet 1e-5, autoencoder 1e-6).
+        groups: GroupNorm groups (CompVis: 32; diffusers' `norm_num_groups`).
         zero_init: zero-initialise the second conv (CompVis does for the UNet).
 
     Example:
@@ -141,6 +142,7 @@ class ResBlock(keras.layers.Layer):
         resample=None,
         epsilon=1e-5,
         zero_init=False,
+        groups=32,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -158,13 +160,14 @@ class ResBlock(keras.layers.Layer):
         self.resample = resample
         self.epsilon = epsilon
         self.zero_init = zero_init
-        self.norm1 = group_norm(epsilon, name="norm1")
+        self.groups = groups
+        self.norm1 = group_norm(epsilon, groups, name="norm1")
         self.conv1 = conv2d(out_channels, name="conv1")
         self.time_emb_proj = None
         if embed_dim is not None:
             width = 2 * out_channels if use_scale_shift_norm else out_channels
             self.time_emb_proj = keras.layers.Dense(width, name="time_emb_proj")
-        self.norm2 = group_norm(epsilon, name="norm2")
+        self.norm2 = group_norm(epsilon, groups, name="norm2")
         self.dropout = keras.layers.Dropout(dropout, name="dropout")
         self.conv2 = conv2d(out_channels, zero_init=zero_init, name="conv2")
         self.conv_shortcut = None
@@ -222,5 +225,6 @@ class ResBlock(keras.layers.Layer):
             "skip_kernel_size": self.skip_kernel_size,
             "resample": self.resample,
             "epsilon": self.epsilon,
+            "groups": self.groups,
             "zero_init": self.zero_init,
         }

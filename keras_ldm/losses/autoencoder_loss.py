@@ -162,6 +162,11 @@ class AutoencoderLoss(keras.layers.Layer):
     def build(self, input_shape=None):
         self.built = True
 
+    @property
+    def adversarial(self):
+        """Whether the adversarial terms exist at all (`disc_factor > 0`); training skips the discriminator if not."""
+        return self.disc_factor > 0
+
     def disc_factor_at(self, step=None):
         """The adversarial factor at `step` (default: the training step counter)."""
         return adopt_weight(self.disc_factor, self.step if step is None else step, self.disc_start)

@@ -10,6 +10,7 @@ from keras_ldm.layers.quantizer import VectorQuantizer
 from keras_ldm.layers.resnet import Downsample, ResBlock, Upsample, conv2d
 from keras_ldm.models.blocks import Stage, build_stage, mid_stage, run_mid_stage
 from keras_ldm.models.checks import check_feature_map
+from keras_ldm.presets.mixin import PresetMixin
 from keras_ldm.training.autoencoder_trainer import AutoencoderTrainer
 
 EPSILON = 1e-6  # GroupNorm epsilon of the CompVis autoencoders
@@ -30,6 +31,7 @@ class Encoder(keras.layers.Layer):
         double_z: output mean and log-variance (KL) instead of one latent (VQ).
         dropout: dropout rate in the ResBlocks.
         mid_attention: whether the middle block has its AttnBlock (CompVis `attn_type="none"`).
+        norm_num_groups: GroupNorm groups (CompVis: 32).
 
     Example:
     >>> enc = Encoder(ch=32, ch_mult=(1, 2), num_res_blocks=1, z_channels=4)
@@ -49,6 +51,7 @@ class Encoder(keras.layers.Layer):
         double_z=True,
         dropout=0.0,
         mid_attention=True,
+        norm_num_groups=32,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -56,17 +59,18 @@ class Encoder(keras.layers.Layer):
         self.attn_resolutions, self.resolution = tuple(attn_resolutions), resolution
         self.in_channels, self.z_channels, self.double_z = in_channels, z_channels, double_z
         self.dropout, self.mid_attention = dropout, mid_attention
+        self.norm_num_groups = groups = norm_num_groups
         self.conv_in = conv2d(ch, name="conv_in")
         self.down_blocks = []
         size = resolution
         for level, mult in enumerate(self.ch_mult):
             last = level == len(self.ch_mult) - 1
             resnets = [
-                ResBlock(ch * mult, dropout=dropout, epsilon=EPSILON, name=f"down_blocks_{level}_resnets_{j}")
+                ResBlock(ch * mult, dropout=dropout, epsilon=EPSILON, groups=groups, name=f"down_blocks_{level}_resnets_{j}")
                 for j in range(num_res_blocks)
             ]
             attentions = (
-                [AttnBlock(name=f"down_blocks_{level}_attentions_{j}") for j in range(num_res_blocks)]
+                [AttnBlock(groups=groups, name=f"down_blocks_{level}_attentions_{j}") for j in range(num_res_blocks)]
                 if size in self.attn_resolutions
                 else []
             )
@@ -80,11 +84,12 @@ class Encoder(keras.layers.Layer):
         top = ch * self.ch_mult[-1]
         self.mid_block = mid_stage(
             top,
-            AttnBlock(name="mid_block_attentions_0") if mid_attention else None,
+            AttnBlock(groups=groups, name="mid_block_attentions_0") if mid_attention else None,
             dropout=dropout,
             epsilon=EPSILON,
+            groups=groups,
         )
-        self.conv_norm_out = group_norm(EPSILON, name="conv_norm_out")
+        self.conv_norm_out = group_norm(EPSILON, groups, name="conv_norm_out")
         self.conv_out = conv2d(2 * z_channels if double_z else z_channels, name="conv_out")
 
     @property
@@ -126,6 +131,7 @@ class Encoder(keras.layers.Layer):
             "double_z": self.double_z,
             "dropout": self.dropout,
             "mid_attention": self.mid_attention,
+            "norm_num_groups": self.norm_num_groups,
         }
 
 
@@ -153,6 +159,7 @@ class Decoder(keras.layers.Layer):
         z_channels=4,
         dropout=0.0,
         mid_attention=True,
+        norm_num_groups=32,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -160,31 +167,33 @@ class Decoder(keras.layers.Layer):
         self.attn_resolutions, self.resolution = tuple(attn_resolutions), resolution
         self.out_channels, self.z_channels = out_channels, z_channels
         self.dropout, self.mid_attention = dropout, mid_attention
+        self.norm_num_groups = groups = norm_num_groups
         top = ch * self.ch_mult[-1]
         self.conv_in = conv2d(top, name="conv_in")
         self.mid_block = mid_stage(
             top,
-            AttnBlock(name="mid_block_attentions_0") if mid_attention else None,
+            AttnBlock(groups=groups, name="mid_block_attentions_0") if mid_attention else None,
             dropout=dropout,
             epsilon=EPSILON,
+            groups=groups,
         )
         self.up_blocks = []
         size = resolution // 2 ** (len(self.ch_mult) - 1)
         for index, level in enumerate(reversed(range(len(self.ch_mult)))):
             out = ch * self.ch_mult[level]
             resnets = [
-                ResBlock(out, dropout=dropout, epsilon=EPSILON, name=f"up_blocks_{index}_resnets_{j}")
+                ResBlock(out, dropout=dropout, epsilon=EPSILON, groups=groups, name=f"up_blocks_{index}_resnets_{j}")
                 for j in range(num_res_blocks + 1)
             ]
             attentions = (
-                [AttnBlock(name=f"up_blocks_{index}_attentions_{j}") for j in range(num_res_blocks + 1)]
+                [AttnBlock(groups=groups, name=f"up_blocks_{index}_attentions_{j}") for j in range(num_res_blocks + 1)]
                 if size in self.attn_resolutions
                 else []
             )
             resampler = Upsample(out, name=f"up_blocks_{index}_upsample") if level else None
             self.up_blocks.append(Stage(resnets, attentions, resampler, name=f"up_blocks_{index}"))
             size = size * 2 if level else size
-        self.conv_norm_out = group_norm(EPSILON, name="conv_norm_out")
+        self.conv_norm_out = group_norm(EPSILON, groups, name="conv_norm_out")
         self.conv_out = conv2d(out_channels, name="conv_out")
 
     def build(self, input_shape=None):
@@ -224,11 +233,14 @@ class Decoder(keras.layers.Layer):
             "z_channels": self.z_channels,
             "dropout": self.dropout,
             "mid_attention": self.mid_attention,
+            "norm_num_groups": self.norm_num_groups,
         }
 
 
-class _Autoencoder(keras.Model):
+class _Autoencoder(PresetMixin, keras.Model):
     """What both first stages share: the encoder/decoder pair, their config and input checks."""
+
+    preset_kind = "autoencoder"
 
     def __init__(
         self,
@@ -243,6 +255,7 @@ class _Autoencoder(keras.Model):
         embed_dim=4,
         dropout=0.0,
         mid_attention=True,
+        norm_num_groups=32,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -255,6 +268,7 @@ class _Autoencoder(keras.Model):
             z_channels=z_channels,
             dropout=dropout,
             mid_attention=mid_attention,
+            norm_num_groups=norm_num_groups,
         )
         self.architecture = dict(
             shared, in_channels=in_channels, out_channels=out_channels, embed_dim=embed_dim

@@ -5,7 +5,12 @@ Accepted inputs, by the model's conditioning:
 - class: `{"labels"}`;
 - super-resolution: `{"images"}` (uint8 low-resolution images; the output is `upscale` times larger);
 - inpainting: `{"images", "masks"}` (mask 1 = fill); the result is composited into the original;
-- unconditional: `batch_size`.
+- unconditional: `batch_size`;
+- any of these, batched, as a `tf.data.Dataset`: each batch is generated in turn (a progress bar counts
+  them) and the images are concatenated.
+
+Options not given fall back to the model's `generation_defaults` (set by its preset), then to
+`GENERATION_DEFAULTS`.
 """
 
 import contextlib
@@ -19,6 +24,8 @@ from keras_ldm.diffusion.guidance import classifier_free_guidance
 from keras_ldm.diffusion.samplers import SAMPLERS
 from keras_ldm.models.conditioners import images_to_unit_range, masked_images, resize_to
 
+GENERATION_DEFAULTS = {"num_steps": 50, "guidance_scale": 1.0, "sampler": "ddim", "eta": 0.0}
+
 
 class GenerationMixin:
     """Sampling methods of `LatentDiffusion` (see `generate`)."""
@@ -26,27 +33,28 @@ class GenerationMixin:
     def generate(
         self,
         inputs=None,
-        num_steps=50,
-        guidance_scale=1.0,
+        num_steps=None,
+        guidance_scale=None,
         seed=0,
-        sampler="ddim",
-        eta=0.0,
+        sampler=None,
+        eta=None,
         height=None,
         width=None,
         latents=None,
         batch_size=1,
         upscale=4,
         use_ema=True,
+        verbose="auto",
     ):
         """Generates uint8 images `(B, H, W, 3)` (`(H, W, 3)` for a single prompt string).
 
         Args:
             inputs: the condition (see the module docstring); None for unconditional models.
-            num_steps: sampling steps.
+            num_steps: sampling steps (default: the preset's, else 50).
             guidance_scale: classifier-free guidance scale (1 = no guidance, one model call per step).
             seed: makes the initial noise and stochastic steps reproducible.
-            sampler: `"ddpm"`, `"ddim"`, `"plms"`, `"dpmpp_2m"` or `"euler"`.
-            eta: DDIM's η.
+            sampler: `"ddpm"`, `"ddim"`, `"plms"`, `"dpmpp_2m"` or `"euler"` (default: the preset's, else DDIM).
+            eta: DDIM's η (default 0).
             height, width: output size for text/class/unconditional models; multiples of the first
                 stage's factor times the UNet's down-sampling (default: `default_size()`). Larger than
                 the training size works: the model is convolutional.
@@ -54,6 +62,7 @@ class GenerationMixin:
             batch_size: images for unconditional models.
             upscale: output/input size ratio of a super-resolution model.
             use_ema: sample with the moving-average weights when the model keeps them.
+            verbose: show a progress bar over the batches; `"auto"` shows it for a `tf.data.Dataset`.
 
         Example:
         >>> from keras_ldm.models import AutoencoderKL, LatentDiffusion, UNet
@@ -64,7 +73,62 @@ class GenerationMixin:
         >>> images.shape, images.dtype
         ((2, 16, 16, 3), dtype('uint8'))
         """
-        _check_sampling_options(sampler, num_steps, eta, guidance_scale, self.schedule.num_timesteps)
+        options = self.sampling_options(num_steps, guidance_scale, sampler, eta)
+        kwargs = dict(options, seed=seed, height=height, width=width, upscale=upscale, use_ema=use_ema)
+        if _is_dataset(inputs):
+            if latents is not None:
+                raise ValueError("`latents` cannot be combined with a tf.data.Dataset input; pass arrays instead.")
+            return self._generate_dataset(inputs, verbose, **kwargs)
+        progress = keras.utils.Progbar(1) if verbose is True else None
+        images = self._generate_batch(inputs, latents=latents, batch_size=batch_size, **kwargs)
+        if progress is not None:
+            progress.update(1)
+        return images
+
+    def sampling_options(self, num_steps=None, guidance_scale=None, sampler=None, eta=None):
+        """The sampling options `generate` will use: given values, else `generation_defaults`, else defaults.
+
+        Example:
+        >>> from keras_ldm.models import AutoencoderKL, LatentDiffusion, UNet
+        >>> vae = AutoencoderKL(ch=32, ch_mult=(1,), num_res_blocks=1, embed_dim=4)
+        >>> unet = UNet(in_channels=4, out_channels=4, model_channels=32, channel_mult=(1,),
+        ...             num_res_blocks=1, attention_resolutions=(), num_heads=1)
+        >>> LatentDiffusion(unet, vae, generation_defaults={"num_steps": 20}).sampling_options(sampler="plms")
+        {'num_steps': 20, 'guidance_scale': 1.0, 'sampler': 'plms', 'eta': 0.0}
+        """
+        given = {"num_steps": num_steps, "guidance_scale": guidance_scale, "sampler": sampler, "eta": eta}
+        defaults = dict(GENERATION_DEFAULTS, **(self.generation_defaults or {}))
+        options = {key: defaults[key] if value is None else value for key, value in given.items()}
+        _check_sampling_options(**options, num_timesteps=self.schedule.num_timesteps)
+        return options
+
+    def _generate_dataset(self, dataset, verbose, **kwargs):
+        batches = []
+        total = int(dataset.cardinality())
+        progress = keras.utils.Progbar(total if total > 0 else None) if verbose else None
+        for element in dataset:
+            batches.append(self._generate_batch(_from_dataset_element(element), **kwargs))
+            if progress is not None:
+                progress.add(1)
+        if not batches:
+            raise ValueError("The tf.data.Dataset given to generate() is empty.")
+        return np.concatenate([b if b.ndim == 4 else b[None] for b in batches])
+
+    def _generate_batch(
+        self,
+        inputs,
+        num_steps,
+        guidance_scale,
+        seed,
+        sampler,
+        eta,
+        height,
+        width,
+        upscale,
+        use_ema,
+        latents=None,
+        batch_size=1,
+    ):
         request = self._sampling_request(inputs, batch_size, height, width, upscale)
         guided = self.cross_attention is not None and float(guidance_scale) != 1.0
         if latents is None:
@@ -87,8 +151,9 @@ class GenerationMixin:
         return images[0] if request["squeeze"] else images
 
     def default_size(self):
-        """Pixel size used when `height`/`width` are not given: 64 latent pixels (CompVis' 256 at f=4)."""
-        return 64 * self.first_stage.downsample_factor
+        """Pixel size used when `height`/`width` are not given: `generation_defaults["image_size"]` (the
+        training size, set by presets), else 64 latent pixels (CompVis' 256 at f=4)."""
+        return (self.generation_defaults or {}).get("image_size") or 64 * self.first_stage.downsample_factor
 
     # -- inputs -> a sampling request ---------------------------------------------------------
 
@@ -186,15 +251,31 @@ class GenerationMixin:
         return lambda x, t: model(x, t, conditions.get("context"))
 
 
-def _check_sampling_options(sampler, num_steps, eta, guidance_scale, num_timesteps):
+def _check_sampling_options(num_steps, guidance_scale, sampler, eta, num_timesteps):
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler={sampler!r}; expected one of {sorted(SAMPLERS)}.")
-    if not isinstance(num_steps, int) or not 1 <= num_steps < num_timesteps:
+    if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or not 1 <= num_steps < num_timesteps:
         raise ValueError(f"num_steps={num_steps!r}; expected an int in [1, {num_timesteps - 1}].")
     if eta < 0:
         raise ValueError(f"eta={eta!r}; expected a value >= 0.")
     if guidance_scale < 0:
         raise ValueError(f"guidance_scale={guidance_scale!r}; expected a value >= 0 (1 = no guidance).")
+
+
+def _is_dataset(inputs):
+    return hasattr(inputs, "element_spec") and hasattr(inputs, "cardinality")
+
+
+def _from_dataset_element(element):
+    """A `tf.data` element (tensors) as generate() inputs: strings decoded, everything else numpy."""
+    if isinstance(element, dict):
+        return {key: _from_dataset_element(value) for key, value in element.items()}
+    value = element.numpy()
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if value.dtype == object:
+        return [v.decode("utf-8") for v in value.reshape(-1)]
+    return value
 
 
 def _dict_input(inputs, key, purpose):

@@ -14,7 +14,8 @@ from keras import ops
 from keras_ldm.diffusion.schedule import PARAMETERIZATIONS, NoiseSchedule, check_choice
 from keras_ldm.models.autoencoder import AutoencoderKL
 from keras_ldm.models.conditioners import images_to_unit_range, masked_images, resize_to
-from keras_ldm.models.generation import GenerationMixin
+from keras_ldm.models.generation import GENERATION_DEFAULTS, GenerationMixin
+from keras_ldm.presets.mixin import PresetMixin
 from keras_ldm.training.ema import ExponentialMovingAverage, ema_train_step
 from keras_ldm.training.schedules import LinearWarmup
 from keras_ldm.training.seeds import saved_seed_generator
@@ -25,7 +26,7 @@ LOSS_TYPES = ("l1", "l2")
 
 
 @keras.saving.register_keras_serializable(package="keras_ldm")
-class LatentDiffusion(GenerationMixin, keras.Model):
+class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
     """A latent diffusion model that trains with `model.fit()` on dict batches, on every backend.
 
     Batches are dicts: `images` (uint8 or floats in [-1, 1], `(B, H, W, 3)`) plus, by conditioning,
@@ -55,6 +56,9 @@ class LatentDiffusion(GenerationMixin, keras.Model):
         ema_decay: keep an exponential moving average of the trained weights (CompVis: 0.9999, with
             the warm-up `min(decay, (1+n)/(10+n))`); `ema_scope()` swaps it in, e.g. for sampling.
         seed: seed of the generator behind t, the noise, condition dropout and posterior samples.
+        generation_defaults: `generate()` options used when a call does not give them, e.g.
+            `{"num_steps": 50, "guidance_scale": 4.0, "sampler": "ddim", "eta": 0.0, "image_size": 256}`
+            (saved with presets; `image_size` is the default height and width).
 
     Example:
     >>> from keras_ldm.models import AutoencoderKL, UNet
@@ -89,6 +93,7 @@ class LatentDiffusion(GenerationMixin, keras.Model):
         train_text_encoder=True,
         ema_decay=None,
         seed=None,
+        generation_defaults=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -106,6 +111,7 @@ class LatentDiffusion(GenerationMixin, keras.Model):
         self.l_simple_weight, self.original_elbo_weight = l_simple_weight, original_elbo_weight
         self.p_uncond, self.scale_by_std = p_uncond, scale_by_std
         self.train_text_encoder, self.seed, self.ema_decay = train_text_encoder, seed, ema_decay
+        self.generation_defaults = _check_generation_defaults(generation_defaults)
         self._check_components()
         _set_trainable(first_stage, False)
         if text_encoder is not None:
@@ -363,6 +369,31 @@ class LatentDiffusion(GenerationMixin, keras.Model):
             )
         return needed
 
+    def save_to_preset(self, path, description="", generation_defaults=None, overwrite=True):
+        """Writes the model as a preset folder (see `PresetMixin.save_to_preset`).
+
+        Args:
+            path: the folder; `LatentDiffusion.from_preset(path)` loads it back with the weights, EMA,
+                scale_factor, tokenizer, schedule and `generation_defaults`.
+            description: one line stored in `metadata.json`.
+            generation_defaults: replace the model's `generate()` defaults before saving.
+            overwrite: replace an existing preset in `path`.
+
+        Example:
+        >>> import tempfile
+        >>> from keras_ldm.models import AutoencoderKL, UNet
+        >>> vae = AutoencoderKL(ch=32, ch_mult=(1,), num_res_blocks=1, embed_dim=4)
+        >>> unet = UNet(in_channels=4, out_channels=4, model_channels=32, channel_mult=(1,),
+        ...             num_res_blocks=1, attention_resolutions=(), num_heads=1)
+        >>> path = tempfile.mkdtemp()
+        >>> LatentDiffusion(unet, vae).save_to_preset(path, generation_defaults={"num_steps": 25})
+        >>> LatentDiffusion.from_preset(path).generation_defaults
+        {'num_steps': 25}
+        """
+        if generation_defaults is not None:
+            self.generation_defaults = _check_generation_defaults(generation_defaults)
+        super().save_to_preset(path, description=description, overwrite=overwrite)
+
     def get_config(self):
         serialize = keras.saving.serialize_keras_object
         return {
@@ -385,6 +416,7 @@ class LatentDiffusion(GenerationMixin, keras.Model):
             "train_text_encoder": self.train_text_encoder,
             "ema_decay": self.ema_decay,
             "seed": self.seed,
+            "generation_defaults": dict(self.generation_defaults),
         }
 
     @classmethod
@@ -395,6 +427,15 @@ class LatentDiffusion(GenerationMixin, keras.Model):
                 config[key] = keras.saving.deserialize_keras_object(config[key])
         config["schedule"] = NoiseSchedule.from_config(config["schedule"])
         return cls(**config)
+
+
+def _check_generation_defaults(defaults):
+    defaults = dict(defaults or {})
+    allowed = {*GENERATION_DEFAULTS, "image_size"}
+    unknown = sorted(set(defaults) - allowed)
+    if unknown:
+        raise ValueError(f"`generation_defaults` has unknown keys {unknown}; allowed: {sorted(allowed)}.")
+    return defaults
 
 
 def _set_trainable(model, trainable):

@@ -29,6 +29,7 @@ class UNet(keras.Model):
         attention_resolutions: downsample factors (1, 2, 4, ...) at which attention is used.
         num_heads: attention heads (used when `num_head_channels` is not set).
         num_head_channels: width of each head; the head count then follows the level width.
+            A negative value (CompVis writes -1) means "not set" for either.
         transformer_depth: BasicTransformerBlocks per SpatialTransformer.
         context_dim: width of the cross-attention context; None uses plain AttnBlocks.
         use_scale_shift_norm: FiLM-style timestep injection in the ResBlocks.
@@ -37,6 +38,7 @@ class UNet(keras.Model):
         dropout: dropout rate in the ResBlocks.
         conv_resample: whether Downsample/Upsample use convolutions.
         flip_sin_to_cos, freq_shift: sinusoidal timestep layout (CompVis: True, 0).
+        norm_num_groups: GroupNorm groups (CompVis: 32).
 
     Example:
     >>> unet = UNet(in_channels=4, out_channels=4, model_channels=32, channel_mult=(1, 2),
@@ -65,9 +67,11 @@ class UNet(keras.Model):
         conv_resample=True,
         flip_sin_to_cos=True,
         freq_shift=0.0,
+        norm_num_groups=32,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        num_heads, num_head_channels = _unset_if_negative(num_heads), _unset_if_negative(num_head_channels)
         if not (num_heads or num_head_channels):
             raise ValueError(
                 "UNet needs `num_heads` or `num_head_channels` (the middle block always has attention); got neither."
@@ -90,6 +94,7 @@ class UNet(keras.Model):
             conv_resample=conv_resample,
             flip_sin_to_cos=flip_sin_to_cos,
             freq_shift=freq_shift,
+            norm_num_groups=norm_num_groups,
         )
         self.in_channels, self.out_channels = in_channels, out_channels
         self.context_dim, self.num_classes = context_dim, num_classes
@@ -105,7 +110,7 @@ class UNet(keras.Model):
         self.conv_in = conv2d(model_channels, name="conv_in")
         self.down_blocks, self.up_blocks = [], []
         self._make_blocks()
-        self.conv_norm_out = group_norm(EPSILON, name="conv_norm_out")
+        self.conv_norm_out = group_norm(EPSILON, norm_num_groups, name="conv_norm_out")
         self.conv_out = conv2d(out_channels, zero_init=True, name="conv_out")
         self.build()
 
@@ -121,6 +126,7 @@ class UNet(keras.Model):
             resample=resample,
             epsilon=EPSILON,
             zero_init=True,
+            groups=a["norm_num_groups"],
             name=name,
         )
 
@@ -133,8 +139,15 @@ class UNet(keras.Model):
         if heads * head_dim != channels:
             raise ValueError(f"{channels} channels do not split into {heads} heads of {head_dim}.")
         if self.context_dim is None:
-            return AttnBlock(heads, EPSILON, zero_init_out=True, name=name)
-        return SpatialTransformer(heads, head_dim, a["transformer_depth"], self.context_dim, name=name)
+            return AttnBlock(heads, EPSILON, zero_init_out=True, groups=a["norm_num_groups"], name=name)
+        return SpatialTransformer(
+            heads,
+            head_dim,
+            a["transformer_depth"],
+            self.context_dim,
+            groups=a["norm_num_groups"],
+            name=name,
+        )
 
     def _resampler(self, channels, direction, name):
         if self.architecture["resblock_updown"]:
@@ -168,6 +181,7 @@ class UNet(keras.Model):
             use_scale_shift_norm=a["use_scale_shift_norm"],
             epsilon=EPSILON,
             zero_init=True,
+            groups=a["norm_num_groups"],
         )
         for index, level in enumerate(reversed(range(levels))):
             width, prefix = a["model_channels"] * self.channel_mult[level], f"up_blocks_{index}"
@@ -290,3 +304,7 @@ class UNet(keras.Model):
 
     def get_config(self):
         return {**super().get_config(), **self.architecture}
+
+
+def _unset_if_negative(value):
+    return None if value is not None and value < 0 else value

@@ -96,7 +96,8 @@ class AutoencoderTrainer:
                 with `disc_num_layers`, `disc_ndf`, `disc_norm` (`"batch"` or `"act"`).
             disc_loss: `"hinge"` or `"vanilla"`.
             disc_start: training step from which the adversarial terms count.
-            disc_factor, disc_weight: the adversarial factor and the adaptive weight's factor.
+            disc_factor, disc_weight: the adversarial factor and the adaptive weight's factor;
+                `disc_factor=0` trains without a discriminator (and skips its cost).
             seed: seed of the posterior samples (KL).
             steps_per_execution, jit_compile, run_eagerly: as in `keras.Model.compile`.
         """
@@ -246,6 +247,17 @@ class AutoencoderTrainer:
         disc_factor = loss_fn.disc_factor_at(step)
         features, terms = self._decoder_features(images, training)
         conv_out, context = self.decoder.conv_out, self.variables
+        if not loss_fn.adversarial:  # disc_factor=0: no discriminator and no adaptive-weight gradients
+            reconstructions = conv_out(features)
+            rec_terms = loss_fn.reconstruction_losses(images, reconstructions)
+            zero = ops.zeros((), "float32")
+            loss = rec_terms["nll_loss"] + loss_fn.regularization_loss(terms)
+            terms.update(rec_terms)
+            terms.update(loss=loss, g_loss=zero, d_weight=zero, disc_factor=disc_factor)
+            terms["reconstructions"] = reconstructions
+            if loss_fn.logvar is not None:
+                terms["logvar"] = ops.convert_to_tensor(loss_fn.logvar)
+            return terms
 
         def reconstruction():
             losses = loss_fn.reconstruction_losses(images, conv_out(features))
@@ -345,6 +357,9 @@ class AutoencoderTrainer:
         gradients.apply_gradients(pair.generator, grads, generator_variables)
         for variable, value in zip(critic_state, critic_before):
             variable.assign(value)
+        if not loss_fn.adversarial:
+            loss_fn.step.assign(step + 1)
+            return self._log(dict(terms, d_loss=ops.zeros((), "float32")), images)
 
         # 2. The discriminator, on the reconstructions of step 1; kept only from disc_start on.
         critic_variables = loss_fn.discriminator.trainable_variables

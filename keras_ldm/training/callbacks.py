@@ -1,6 +1,8 @@
 """Keras callbacks for LDM training."""
 
 import os
+import sys
+import time
 
 import keras
 import numpy as np
@@ -53,3 +55,30 @@ class SampleImagesToTensorBoard(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self._writer is not None:
             self._writer.close()
+
+
+def progress_logger(name, stream=None):
+    """A callback printing one flushed line per epoch: name, epoch, elapsed seconds and the logs.
+
+    For long background runs whose output goes to a file (`nohup ... > log`), where Keras' progress
+    bar is unreadable.
+
+    Example:
+    >>> import io
+    >>> out = io.StringIO()
+    >>> logger = progress_logger("vae", stream=out)
+    >>> logger.on_train_begin(); logger.on_epoch_end(0, {"loss": 0.5})
+    >>> out.getvalue().startswith("vae epoch 1 ")
+    True
+    """
+    stream = stream or sys.stdout
+    start = {}
+
+    def on_train_begin(logs=None):
+        start["time"] = time.time()
+
+    def on_epoch_end(epoch, logs=None):
+        values = " ".join(f"{key} {float(value):.4f}" for key, value in sorted((logs or {}).items()))
+        print(f"{name} epoch {epoch + 1} {time.time() - start['time']:.0f}s {values}", file=stream, flush=True)
+
+    return keras.callbacks.LambdaCallback(on_train_begin=on_train_begin, on_epoch_end=on_epoch_end)

@@ -40,6 +40,7 @@ def assert_close(ours, theirs):
 
 AUTOENCODER_BLOCKS = {
     "plain": (("DownEncoderBlock2D",) * 2, ("UpDecoderBlock2D",) * 2, True),
+    "eight_norm_groups": (("DownEncoderBlock2D",) * 2, ("UpDecoderBlock2D",) * 2, True, 8),
     "attention_levels": (
         ("DownEncoderBlock2D", "AttnDownEncoderBlock2D"),
         ("AttnUpDecoderBlock2D", "UpDecoderBlock2D"),
@@ -50,7 +51,7 @@ AUTOENCODER_BLOCKS = {
 
 
 def autoencoder_kwargs(blocks):
-    down, up, mid_attention = AUTOENCODER_BLOCKS[blocks]
+    down, up, mid_attention, *groups = AUTOENCODER_BLOCKS[blocks]
     return dict(
         in_channels=3,
         out_channels=3,
@@ -60,6 +61,7 @@ def autoencoder_kwargs(blocks):
         layers_per_block=1,
         sample_size=16,
         mid_block_add_attention=mid_attention,
+        norm_num_groups=groups[0] if groups else 32,
     )
 
 
@@ -79,7 +81,7 @@ def test_autoencoder_kl_matches_diffusers(tmp_path, blocks):
     assert_close(model.decode(nchw_to_nhwc(latents)), nchw_to_nhwc(decoded))
 
 
-@pytest.mark.parametrize("blocks", ["plain", "no_mid_attention"])
+@pytest.mark.parametrize("blocks", ["plain", "no_mid_attention", "eight_norm_groups"])
 def test_vq_autoencoder_matches_diffusers(tmp_path, blocks):
     torch.manual_seed(0)
     reference = diffusers.VQModel(
@@ -113,6 +115,7 @@ CROSS_ATTENTION_UNETS = {
         attention_head_dim=2, transformer_layers_per_block=2, resnet_time_scale_shift="scale_shift"
     ),
     "class_conditional": dict(attention_head_dim=4, num_class_embeds=10),
+    "eight_norm_groups": dict(attention_head_dim=4, norm_num_groups=8),
     "linear_projection": dict(attention_head_dim=4, use_linear_projection=True),
 }
 
@@ -149,6 +152,7 @@ def test_cross_attention_unet_matches_diffusers(tmp_path, variant):
 
 UNCONDITIONAL_UNETS = {
     "concat_6_channels": dict(in_channels=6, out_channels=3),
+    "eight_norm_groups": dict(in_channels=3, out_channels=3, norm_num_groups=8),
     "resblock_updown_classes": dict(
         in_channels=3,
         out_channels=3,

@@ -176,6 +176,10 @@ def test_unet_config_errors_are_named():
         UNet(model_channels=32, channel_mult=(1,), attention_resolutions=(1,))
     with pytest.raises(ValueError, match="do not split"):
         UNet(model_channels=32, channel_mult=(1,), attention_resolutions=(1,), num_heads=3)
+    with pytest.raises(ValueError, match="num_heads"):  # CompVis' -1 means "not set"
+        UNet(model_channels=32, channel_mult=(1,), attention_resolutions=(1,), num_heads=-1, num_head_channels=-1)
+    compvis_style = UNet(model_channels=32, channel_mult=(1,), attention_resolutions=(1,), num_heads=2, num_head_channels=-1)
+    assert compvis_style.mid_block.attentions[0].num_heads == 2
 
 
 def test_from_diffusers_rejects_folders_that_are_not_components(tmp_path):

@@ -1,0 +1,165 @@
+"""Trains the shipped `photo_sr4x` and `photo_inpaint` presets on crops of the bundled photographs.
+
+Both share one first stage, as in the paper:
+1. a KL-f4 autoencoder with 12 latent channels (64x64x3 <-> 16x16x12), trained on random 32x32 crops of the
+   training photos (`keras_ldm.data.photo_names("train")`; chelsea, coffee and motorcycle are held out) with
+   L1 + KL; it is convolutional, so it encodes 64x64 crops as well;
+2. `--task sr`: a 4x super-resolution LDM on 64x64 crops; the bicubic 16x16 low-res image is concatenated to
+   the latents (CompVis' bsr_sr set-up, `concat="low_res"`);
+   `--task inpaint`: an inpainting LDM on 64x64 crops with random box/stroke masks; the encoded masked
+   image and the mask are concatenated (`concat="masks"`, in_channels = 2 * 12 + 1).
+
+Every stage checkpoints into `--work-dir` and resumes. Run the autoencoder once, then each task:
+
+    KERAS_BACKEND=jax python examples/train_photo_presets.py --task sr
+    KERAS_BACKEND=jax python examples/train_photo_presets.py --task inpaint
+
+`benchmarks/photo_presets.py` measures the results against bicubic upsampling and OpenCV's Telea inpainting.
+"""
+
+import argparse
+import os
+import time
+
+import keras
+import numpy as np
+
+from keras_ldm.data.degradations import super_resolution_pairs
+from keras_ldm.data.images import to_unit_range
+from keras_ldm.data.masks import inpainting_pairs
+from keras_ldm.data.photos import photo_crops_dataset
+from keras_ldm.models import AutoencoderKL, LatentDiffusion, UNet
+from keras_ldm.training.callbacks import progress_logger
+
+LATENT_CHANNELS = 12
+TASKS = {
+    "sr": dict(
+        concat="low_res",
+        in_channels=LATENT_CHANNELS + 3,
+        description="4x super-resolution of photographs (bicubic-degraded), trained on 64x64 crops.",
+    ),
+    "inpaint": dict(
+        concat="masks",
+        in_channels=2 * LATENT_CHANNELS + 1,
+        description="Inpainting of photographs (mask 1 = fill), trained on 64x64 crops with box/stroke masks.",
+    ),
+}
+
+
+def build_autoencoder():
+    return AutoencoderKL(
+        ch=32,
+        ch_mult=(1, 2, 2),
+        num_res_blocks=1,
+        resolution=64,
+        z_channels=LATENT_CHANNELS,
+        embed_dim=LATENT_CHANNELS,
+        norm_num_groups=8,
+    )
+
+
+def build_ldm(task, autoencoder, seed):
+    unet = UNet(
+        in_channels=TASKS[task]["in_channels"],
+        out_channels=LATENT_CHANNELS,
+        model_channels=64,
+        channel_mult=(1, 2),
+        num_res_blocks=1,
+        attention_resolutions=(2,),
+        num_head_channels=32,
+        norm_num_groups=16,
+    )
+    return LatentDiffusion(
+        unet,
+        autoencoder,
+        concat=TASKS[task]["concat"],
+        scale_by_std=True,
+        ema_decay=0.999,
+        seed=seed,
+    )
+
+
+def _fit(model, data, steps, log_every, backup_dir, name):
+    start = time.time()
+    model.fit(
+        data.repeat(),
+        epochs=steps // log_every,
+        steps_per_epoch=log_every,
+        verbose=0,
+        callbacks=[keras.callbacks.BackupAndRestore(backup_dir), progress_logger(name)],
+    )
+    print(f"{name}: {steps} steps in {time.time() - start:.0f} s", flush=True)
+
+
+def train_autoencoder(args):
+    path = os.path.join(args.work_dir, "autoencoder.weights.h5")
+    autoencoder = build_autoencoder()
+    if os.path.exists(path):
+        autoencoder.load_weights(path)
+        return autoencoder
+    data = photo_crops_dataset("train", size=32, batch_size=args.ae_batch_size, seed=args.seed)
+    data = data.map(lambda example: to_unit_range(example["images"]))
+    autoencoder.compile(
+        optimizer=keras.optimizers.Adam(args.ae_learning_rate, beta_1=0.5, beta_2=0.9),
+        perceptual_weight=0.0,
+        disc_factor=0.0,
+    )
+    backup = os.path.join(args.work_dir, "autoencoder_backup")
+    _fit(autoencoder, data, args.ae_steps, args.log_every, backup, "autoencoder")
+    autoencoder.save_weights(path)
+    return autoencoder
+
+
+def training_data(task, batch_size, seed):
+    data = photo_crops_dataset("train", size=64, batch_size=batch_size, seed=seed)
+    if task == "sr":
+        return super_resolution_pairs(data, factor=4)
+    return inpainting_pairs(data, kind="mixed", min_coverage=0.1, max_coverage=0.5, seed=seed)
+
+
+def train_ldm(args, autoencoder):
+    ldm = build_ldm(args.task, autoencoder, args.seed)
+    path = os.path.join(args.work_dir, f"{args.task}.weights.h5")
+    if os.path.exists(path):
+        ldm.load_weights(path)
+        return ldm
+    ldm.compile(learning_rate=args.learning_rate, warmup_steps=100)
+    data = training_data(args.task, args.batch_size, args.seed + 1)
+    backup = os.path.join(args.work_dir, f"{args.task}_backup")
+    _fit(ldm, data, args.ldm_steps, args.log_every, backup, args.task)
+    ldm.save_weights(path)
+    return ldm
+
+
+def main(args):
+    keras.utils.set_random_seed(args.seed)
+    os.makedirs(args.work_dir, exist_ok=True)
+    autoencoder = train_autoencoder(args)
+    if args.task is None:
+        return
+    ldm = train_ldm(args, autoencoder)
+    out = args.out or os.path.join(os.path.dirname(__file__), "..", "keras_ldm", "presets", f"photo_{args.task}")
+    if args.task == "sr":
+        out = args.out or out.replace("photo_sr", "photo_sr4x")
+    ldm.save_to_preset(
+        out,
+        description=TASKS[args.task]["description"],
+        generation_defaults={"num_steps": 50, "sampler": "ddim"},
+    )
+    print(f"wrote {out}", flush=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=sorted(TASKS), default=None, help="omit to train only the autoencoder")
+    parser.add_argument("--ae-steps", type=int, default=1500)
+    parser.add_argument("--ae-batch-size", type=int, default=16)
+    parser.add_argument("--ae-learning-rate", type=float, default=1e-3)
+    parser.add_argument("--ldm-steps", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--learning-rate", type=float, default=5e-4)
+    parser.add_argument("--log-every", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work-dir", default="outputs/train_photo_presets")
+    parser.add_argument("--out", default=None, help="preset folder (default: the package's shipped one)")
+    main(parser.parse_args())

@@ -1,0 +1,154 @@
+"""The `keras-ldm` command: `generate`, `presets` and `convert`.
+
+    keras-ldm presets
+    keras-ldm generate --preset shapes_t2i --prompt "a red circle on a blue background" --out grid.png
+    keras-ldm generate --preset photo_sr4x --image small.png --out big.png
+    keras-ldm generate --preset photo_inpaint --image photo.png --mask mask.png --out filled.png
+    keras-ldm convert --source ./ldm-text2im-large-256 --out ./text2im_preset
+"""
+
+import argparse
+import sys
+
+import numpy as np
+
+
+def image_grid(images, columns=None):
+    """uint8 images `(B, H, W, 3)` tiled row by row into one `(rows*H, columns*W, 3)` image.
+
+    Example:
+    >>> image_grid(np.zeros((3, 4, 5, 3), "uint8"), columns=2).shape
+    (8, 10, 3)
+    """
+    images = np.asarray(images)
+    images = images[None] if images.ndim == 3 else images
+    count, height, width, channels = images.shape
+    columns = columns or min(count, 8)
+    rows = -(-count // columns)
+    grid = np.zeros((rows * height, columns * width, channels), images.dtype)
+    for index, image in enumerate(images):
+        row, column = divmod(index, columns)
+        grid[row * height : (row + 1) * height, column * width : (column + 1) * width] = image
+    return grid
+
+
+def read_image(path, name):
+    """An image file as uint8 RGB `(H, W, 3)`."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"keras-ldm: --{name} {path!r} is not a readable image: {error}") from error
+
+
+def read_mask(path):
+    """A mask image as 0/1 floats `(H, W)`: pixels brighter than mid-grey are 1 (to fill)."""
+    return (read_image(path, "mask").mean(axis=-1) > 127.5).astype("float32")
+
+
+def generation_inputs(args, model):
+    """The `generate()` inputs of the command line, by the kind of model."""
+    if model.concat == "low_res":
+        return {"images": read_image(_required(args.image, "--image", "super-resolution"), "image")}
+    if model.concat == "masks":
+        image = read_image(_required(args.image, "--image", "inpainting"), "image")
+        return {"images": image, "masks": read_mask(_required(args.mask, "--mask", "inpainting"))}
+    if model.cross_attention == "text":
+        prompts = _required(args.prompt, "--prompt", "text-to-image") * args.num_images
+        return {"prompts": prompts, "negative_prompts": [args.negative_prompt] * len(prompts)}
+    if model.cross_attention == "class":
+        return {"labels": list(_required(args.label, "--label", "class-conditional generation")) * args.num_images}
+    return None
+
+
+def _required(value, flag, purpose):
+    if not value:
+        raise SystemExit(f"keras-ldm: {purpose} needs {flag}.")
+    return value
+
+
+def run_generate(args):
+    from PIL import Image
+
+    from keras_ldm import LatentDiffusion
+
+    model = LatentDiffusion.from_preset(args.preset)
+    options = {
+        key: getattr(args, key)
+        for key in ("num_steps", "guidance_scale", "sampler", "eta", "height", "width")
+        if getattr(args, key) is not None
+    }
+    inputs = generation_inputs(args, model)
+    if inputs is None:
+        options["batch_size"] = args.num_images
+    images = model.generate(inputs, seed=args.seed, **options)
+    Image.fromarray(image_grid(images, args.columns)).save(args.out)
+    print(f"wrote {args.out} ({len(images) if images.ndim == 4 else 1} images)")
+
+
+def run_presets(args):
+    from keras_ldm.presets import all_presets
+
+    presets = all_presets()
+    width = max(len(name) for name in presets)
+    for name, description in presets.items():
+        print(f"{name:<{width}}  {description}")
+
+
+def run_convert(args):
+    from keras_ldm.presets import from_preset
+
+    model = from_preset(args.source, config=args.config)
+    model.save_to_preset(args.out, description=args.description or f"converted from {args.source}")
+    print(f"wrote {args.out} ({type(model).__name__}, {model.count_params():,} parameters)")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="keras-ldm", description="Latent diffusion models in Keras 3.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    generate = commands.add_parser("generate", help="generate images from a preset into a PNG grid")
+    generate.add_argument("--preset", default="shapes_t2i", help="preset name, folder, or hf://org/name")
+    generate.add_argument("--prompt", action="append", help="text prompt (repeat for several)")
+    generate.add_argument("--negative-prompt", default="")
+    generate.add_argument("--image", help="input image: low-res for super-resolution, photo for inpainting")
+    generate.add_argument("--mask", help="inpainting mask image (white = fill)")
+    generate.add_argument("--label", type=int, action="append", help="class label (repeat for several)")
+    generate.add_argument("--num-images", type=int, default=1, help="images per prompt / label")
+    generate.add_argument("--num-steps", type=int)
+    generate.add_argument("--guidance-scale", type=float)
+    generate.add_argument("--sampler")
+    generate.add_argument("--eta", type=float)
+    generate.add_argument("--height", type=int)
+    generate.add_argument("--width", type=int)
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--columns", type=int)
+    generate.add_argument("--out", default="generated.png")
+    generate.set_defaults(run=run_generate)
+
+    presets = commands.add_parser("presets", help="list the named presets")
+    presets.set_defaults(run=run_presets)
+
+    convert = commands.add_parser("convert", help="diffusers folder / hf:// / CompVis .ckpt -> preset folder")
+    convert.add_argument("--source", required=True)
+    convert.add_argument("--config", help="the CompVis YAML config of a .ckpt")
+    convert.add_argument("--out", required=True)
+    convert.add_argument("--description")
+    convert.set_defaults(run=run_convert)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (ValueError, TypeError) as error:
+        print(f"keras-ldm {args.command}: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

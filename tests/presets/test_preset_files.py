@@ -1,0 +1,149 @@
+"""save_to_preset / from_preset round trips and the errors of bad preset sources."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_ldm.models import AutoencoderKL, LatentDiffusion
+from keras_ldm.presets import read_metadata
+from tests.tiny_models import text_model, unet, vae
+
+SETTINGS = dict(num_steps=3, height=8, width=8, seed=3)
+
+
+def trained_text_model():
+    model = text_model()
+    model.p_uncond = 0.0
+    model.compile(learning_rate=1e-3)
+    images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3)).astype("uint8")
+    batches = tf.data.Dataset.from_tensor_slices({"images": images, "prompts": ["a red circle", "blue"] * 2})
+    model.fit(batches.batch(2), verbose=0)
+    return model
+
+
+def test_round_trip_keeps_weights_tokenizer_schedule_and_defaults(tmp_path):
+    model = trained_text_model()
+    model.scale_factor.assign(0.5)
+    model.generation_defaults = {"num_steps": 3, "guidance_scale": 2.0}
+    path = str(tmp_path / "preset")
+    model.save_to_preset(path, description="tiny text model")
+    assert sorted(os.listdir(path)) == ["assets", "config.json", "metadata.json", "model.weights.h5"]
+    assert read_metadata(path)["description"] == "tiny text model"
+
+    loaded = LatentDiffusion.from_preset(path)
+    assert loaded.generation_defaults == {"num_steps": 3, "guidance_scale": 2.0}
+    assert float(keras.ops.convert_to_numpy(loaded.scale_factor)) == 0.5
+    assert loaded.schedule.get_config() == model.schedule.get_config()
+    for ours, theirs in zip(model.weights, loaded.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(ours), keras.ops.convert_to_numpy(theirs))
+    prompts = ["a red circle", "blue circle"]
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(model.tokenizer(prompts)), keras.ops.convert_to_numpy(loaded.tokenizer(prompts))
+    )
+    expected = model.generate(prompts, height=8, width=8, seed=3)  # the defaults: 3 steps, guidance 2
+    np.testing.assert_array_equal(loaded.generate(prompts, height=8, width=8, seed=3), expected)
+    # the moving average is saved too: raw weights give other images
+    assert np.any(loaded.generate(prompts, height=8, width=8, seed=3, use_ema=False) != expected) or (
+        model.ema is None
+    )
+
+
+def test_load_weights_false_builds_the_architecture(tmp_path):
+    model = LatentDiffusion(unet(), vae())
+    path = str(tmp_path / "preset")
+    model.save_to_preset(path)
+    empty = LatentDiffusion.from_preset(path, load_weights=False)
+    assert empty.count_params() == model.count_params()
+    assert any(
+        np.any(keras.ops.convert_to_numpy(a) != keras.ops.convert_to_numpy(b))
+        for a, b in zip(model.unet.weights, empty.unet.weights)
+    )
+
+
+def test_dtype_builds_the_model_with_another_policy(tmp_path):
+    model = LatentDiffusion(unet(), vae())
+    path = str(tmp_path / "preset")
+    model.save_to_preset(path)
+    loaded = LatentDiffusion.from_preset(path, dtype="mixed_bfloat16")
+    assert loaded.unet.dtype_policy.name == "mixed_bfloat16"
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+    images = loaded.generate(batch_size=1, **SETTINGS)
+    assert images.shape == (1, 8, 8, 3)
+
+
+def test_autoencoders_have_their_own_presets(tmp_path):
+    path = str(tmp_path / "vae")
+    autoencoder = vae()
+    autoencoder.save_to_preset(path)
+    loaded = AutoencoderKL.from_preset(path)
+    x = np.zeros((1, 8, 8, 3), "float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(loaded(x)), keras.ops.convert_to_numpy(autoencoder(x)), atol=1e-6
+    )
+    with pytest.raises(ValueError, match="holds a AutoencoderKL, not a LatentDiffusion"):
+        LatentDiffusion.from_preset(path)
+
+
+def test_generate_takes_a_dataset_of_prompts_and_concatenates_the_batches():
+    model = text_model()
+    prompts = ["a red circle", "blue", "a blue circle"]
+    expected = np.concatenate(
+        [model.generate(prompts[:2], **SETTINGS), model.generate(prompts[2:], **SETTINGS)]
+    )
+    dataset = tf.data.Dataset.from_tensor_slices(prompts).batch(2)
+    np.testing.assert_array_equal(model.generate(dataset, **SETTINGS), expected)
+    as_dicts = tf.data.Dataset.from_tensor_slices({"prompts": prompts}).batch(2)
+    np.testing.assert_array_equal(model.generate(as_dicts, verbose=False, **SETTINGS), expected)
+    with pytest.raises(ValueError, match="empty"):
+        model.generate(dataset.take(0), **SETTINGS)
+
+
+@pytest.mark.parametrize(
+    "preset, message",
+    [
+        ("no_such_preset", "Unknown preset 'no_such_preset'.*shapes_t2i"),
+        ("kl_f8", "is a autoencoder, not a latent diffusion"),
+        ("hf://not-a-repo-name", "hf://org/name"),
+    ],
+)
+def test_unknown_presets_are_named(preset, message):
+    with pytest.raises(ValueError, match=message):
+        LatentDiffusion.from_preset(preset)
+
+
+def test_folders_and_files_that_are_not_presets_are_named(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="neither a keras_ldm preset"):
+        LatentDiffusion.from_preset(str(tmp_path / "empty"))
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(ValueError, match="is a file, but not a CompVis"):
+        LatentDiffusion.from_preset(str(tmp_path / "notes.txt"))
+    with pytest.raises(TypeError, match="`preset` must be"):
+        LatentDiffusion.from_preset(3)
+
+
+def test_corrupt_and_truncated_weights_are_named(tmp_path):
+    model = LatentDiffusion(unet(), vae())
+    path = tmp_path / "preset"
+    model.save_to_preset(str(path))
+    weights = path / "model.weights.h5"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        LatentDiffusion.from_preset(str(path))
+    weights.write_bytes(b"not an hdf5 file")
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        LatentDiffusion.from_preset(str(path))
+    weights.unlink()
+    with pytest.raises(ValueError, match="no weights file"):
+        LatentDiffusion.from_preset(str(path))
+
+
+def test_bad_generation_defaults_are_named():
+    with pytest.raises(ValueError, match="unknown keys \\['steps'\\]"):
+        LatentDiffusion(unet(), vae(), generation_defaults={"steps": 3})
+    with pytest.raises(ValueError, match="num_steps=0"):
+        LatentDiffusion(unet(), vae()).generate(batch_size=1, num_steps=0, height=8, width=8)
