@@ -1,10 +1,10 @@
 """The `keras-ldm` command: `generate`, `presets` and `convert`.
 
-    keras-ldm presets
-    keras-ldm generate --preset shapes_t2i --prompt "a red circle on a blue background" --out grid.png
-    keras-ldm generate --preset photo_sr4x --image small.png --out big.png
-    keras-ldm generate --preset photo_inpaint --image photo.png --mask mask.png --out filled.png
-    keras-ldm convert --source ./ldm-text2im-large-256 --out ./text2im_preset
+keras-ldm presets
+keras-ldm generate --preset shapes_t2i --prompt "a red circle on a blue background" --out grid.png
+keras-ldm generate --preset photo_sr4x --image small.png --out big.png
+keras-ldm generate --preset photo_inpaint --image photo.png --mask mask.png --out filled.png
+keras-ldm convert --source ./ldm-text2im-large-256 --out ./text2im_preset
 """
 
 import argparse
@@ -59,7 +59,9 @@ def generation_inputs(args, model):
         prompts = _required(args.prompt, "--prompt", "text-to-image") * args.num_images
         return {"prompts": prompts, "negative_prompts": [args.negative_prompt] * len(prompts)}
     if model.cross_attention == "class":
-        return {"labels": list(_required(args.label, "--label", "class-conditional generation")) * args.num_images}
+        return {
+            "labels": list(_required(args.label, "--label", "class-conditional generation")) * args.num_images
+        }
     return None
 
 

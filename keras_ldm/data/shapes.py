@@ -307,3 +307,22 @@ def describe_image(image, min_area=0.01):
     sizes = np.bincount(components.reshape(-1), minlength=count + 1)[1:]
     blob = ndimage.binary_fill_holes(components == 1 + int(sizes.argmax()))
     return COLORS[color], _classify_mask(blob), COLORS[background]
+
+
+def prompt_accuracy(images, prompts):
+    """Share of images whose colour, shape, background (and all three) `describe_image` reads as the prompt.
+
+    Example:
+    >>> image = render_shape("red", "circle", "blue", size=30, center=(32, 32), image_size=64)
+    >>> prompt_accuracy([image], ["a red circle on a blue background"])["all three"]
+    1.0
+    """
+    truth = np.array([parse_prompt(p) for p in prompts], dtype=object)
+    seen = np.array([describe_image(image) for image in images], dtype=object)
+    matches = seen == truth
+    return {
+        "color": float(matches[:, 0].mean()),
+        "shape": float(matches[:, 1].mean()),
+        "background": float(matches[:, 2].mean()),
+        "all three": float(matches.all(axis=1).mean()),
+    }

@@ -94,11 +94,24 @@ def _from_folder(path, load_weights, dtype):
                 f"{path!r} is a diffusers pipeline: its architecture comes with its weights; load it with "
                 f"load_weights=True (or use a named architecture preset for an empty model)."
             )
-        return from_diffusers_pipeline(path, dtype=dtype)
+        model = from_diffusers_pipeline(path, dtype=dtype)
+        model.generation_defaults = _generation_defaults_of_pipeline(path)
+        return model
     raise ValueError(
         f"`preset`={path!r} is a folder but neither a keras_ldm preset (config.json + model.weights.h5) nor "
         f"a diffusers pipeline (model_index.json); it holds {sorted(os.listdir(path))[:10]}."
     )
+
+
+def _generation_defaults_of_pipeline(path):
+    """The pipeline's own `__call__` defaults as `generation_defaults` (sampler, steps, eta, guidance, size)."""
+    from keras_ldm.convert.pipelines import pipeline_generation_defaults
+
+    defaults = pipeline_generation_defaults(path)
+    kept = {key: defaults[key] for key in ("num_steps", "guidance_scale", "sampler", "eta") if key in defaults}
+    if defaults.get("height") and defaults.get("height") == defaults.get("width"):
+        kept["image_size"] = defaults["height"]
+    return kept
 
 
 def _from_hub(repo_id, load_weights, dtype):

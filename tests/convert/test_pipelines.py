@@ -25,7 +25,7 @@ from keras_ldm.convert.pipelines import (
 )
 from keras_ldm.diffusion.compile import make_sampling_fn
 from keras_ldm.diffusion.guidance import classifier_free_guidance
-from keras_ldm.models import AutoencoderKL, VQAutoencoder
+from keras_ldm.models import AutoencoderKL, LatentDiffusion, VQAutoencoder
 from tests.conftest import nchw_to_nhwc, to_numpy
 
 TOLERANCE = 1e-3  # in [0, 1] image units
@@ -189,7 +189,7 @@ def guided_ddim(model, context, unconditional, latents, num_steps, guidance_scal
 
 def test_text_to_image_matches_diffusers(text_to_image):
     reference, folder = text_to_image
-    model = from_diffusers_pipeline(folder)
+    model = LatentDiffusion.from_preset(str(folder))
     assert model.cross_attention == "text" and isinstance(model.first_stage, AutoencoderKL)
     assert abs(float(to_numpy(model.scale_factor)) - 0.5) < 1e-7
     torch.manual_seed(2)
@@ -238,7 +238,7 @@ def test_text_to_image_without_guidance_matches_diffusers(text_to_image):
 
 def test_super_resolution_matches_diffusers(super_resolution):
     reference, folder = super_resolution
-    model = from_diffusers_pipeline(folder)
+    model = LatentDiffusion.from_preset(str(folder))
     assert model.concat == "low_res" and isinstance(model.first_stage, VQAutoencoder)
     assert float(to_numpy(model.scale_factor)) == 1.0
     low_res = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3)).astype("uint8")
@@ -384,3 +384,23 @@ def test_loading_needs_no_warning_for_compvis_settings(text_to_image):
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         from_diffusers_pipeline(folder)
+
+
+def test_hf_presets_load_from_the_local_hub_cache_offline(text_to_image, tmp_path, monkeypatch):
+    import shutil
+
+    import huggingface_hub
+
+    _, folder = text_to_image
+    repo = tmp_path / "hub" / "models--CompVis--tiny-ldm"
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    shutil.copytree(folder, repo / "snapshots" / revision)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    model = LatentDiffusion.from_preset("hf://CompVis/tiny-ldm")
+    assert model.cross_attention == "text"
+    assert model.generation_defaults["sampler"] == "ddim" and model.generation_defaults["num_steps"] == 50
+    with pytest.raises(ValueError, match="not in the local Hugging Face cache"):
+        LatentDiffusion.from_preset("hf://CompVis/not-cached")

@@ -1,0 +1,102 @@
+"""The `keras-ldm` command line: presets, generate (text, super-resolution, inpainting) and convert."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_ldm.cli import image_grid, main
+from keras_ldm.models import LatentDiffusion
+from tests.tiny_models import text_model, unet, vae
+
+
+@pytest.fixture(scope="module")
+def text_preset(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("presets") / "text")
+    text_model().save_to_preset(path, generation_defaults={"num_steps": 2, "image_size": 8})
+    return path
+
+
+def test_presets_lists_shipped_and_architecture_presets(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    assert "shapes_t2i" in out and "ldm_text2im_large_256" in out and "kl_f8" in out
+
+
+def test_generate_writes_a_grid_of_the_prompts(tmp_path, text_preset):
+    out = tmp_path / "grid.png"
+    args = [
+        "generate",
+        "--preset",
+        text_preset,
+        "--prompt",
+        "a red circle",
+        "--prompt",
+        "blue",
+        "--num-images",
+        "2",
+    ]
+    assert main([*args, "--out", str(out)]) == 0
+    assert np.asarray(Image.open(out)).shape == (8, 32, 3)  # 4 images of 8x8 in one row
+
+
+def test_generate_super_resolution_and_inpainting_from_image_files(tmp_path):
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype="uint8")).save(tmp_path / "small.png")
+    Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype="uint8")).save(tmp_path / "photo.png")
+    mask = np.zeros((8, 8), "uint8")
+    mask[2:6, 2:6] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    sr, inpaint = str(tmp_path / "sr"), str(tmp_path / "inpaint")
+    LatentDiffusion(unet(in_channels=7), vae(), concat="low_res").save_to_preset(sr)
+    LatentDiffusion(unet(in_channels=9), vae(), concat="masks").save_to_preset(inpaint)
+
+    big = tmp_path / "big.png"
+    assert (
+        main(
+            [
+                "generate",
+                "--preset",
+                sr,
+                "--image",
+                str(tmp_path / "small.png"),
+                "--num-steps",
+                "2",
+                "--out",
+                str(big),
+            ]
+        )
+        == 0
+    )
+    assert np.asarray(Image.open(big)).shape == (16, 16, 3)
+    filled = tmp_path / "filled.png"
+    photo = str(tmp_path / "photo.png")
+    args = ["generate", "--preset", inpaint, "--image", photo, "--mask", str(tmp_path / "mask.png")]
+    assert main([*args, "--num-steps", "2", "--out", str(filled)]) == 0
+    result, original = np.asarray(Image.open(filled)), np.asarray(Image.open(photo))
+    outside = mask == 0
+    np.testing.assert_array_equal(result[outside], original[outside])
+
+
+def test_convert_rewrites_a_preset_folder(tmp_path, text_preset):
+    out = str(tmp_path / "converted")
+    assert main(["convert", "--source", text_preset, "--out", out]) == 0
+    converted = LatentDiffusion.from_preset(out)
+    np.testing.assert_array_equal(
+        converted.generate("a red circle"), LatentDiffusion.from_preset(text_preset).generate("a red circle")
+    )
+
+
+def test_bad_requests_fail_with_a_message(tmp_path, text_preset, capsys):
+    assert main(["generate", "--preset", "no_such_preset", "--out", str(tmp_path / "x.png")]) == 2
+    assert "Unknown preset 'no_such_preset'" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="needs --prompt"):
+        main(["generate", "--preset", text_preset, "--out", str(tmp_path / "x.png")])
+    assert main(["generate", "--preset", text_preset, "--prompt", "a", "--num-steps", "0"]) == 2
+    assert "num_steps=0" in capsys.readouterr().err
+
+
+def test_image_grid_fills_rows_in_order():
+    images = np.arange(3)[:, None, None, None] * np.ones((3, 2, 2, 3), "uint8")
+    grid = image_grid(images, columns=2)
+    assert grid.shape == (4, 4, 3)
+    assert grid[0, 2, 0] == 1 and grid[2, 0, 0] == 2 and grid[2, 2, 0] == 0
