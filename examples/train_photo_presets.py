@@ -102,6 +102,8 @@ def train_autoencoder(args):
     if os.path.exists(path):
         autoencoder.load_weights(path)
         return autoencoder
+    if args.init_autoencoder:  # continue from earlier weights (a longer run in two parts)
+        autoencoder.load_weights(args.init_autoencoder)
     data = photo_crops_dataset("train", size=32, batch_size=args.ae_batch_size, seed=args.seed)
     data = data.map(lambda example: to_unit_range(example["images"]))
     autoencoder.compile(
@@ -159,6 +161,7 @@ if __name__ == "__main__":
     parser.add_argument("--ae-steps", type=int, default=1200)
     parser.add_argument("--ae-batch-size", type=int, default=16)
     parser.add_argument("--ae-learning-rate", type=float, default=1e-3)
+    parser.add_argument("--init-autoencoder", help="autoencoder weights to continue training from")
     parser.add_argument("--ldm-steps", type=int, default=1500)
     parser.add_argument("--num-steps", type=int, default=10, help="the preset's default sampling steps")
     parser.add_argument("--batch-size", type=int, default=16)

@@ -1,7 +1,7 @@
 """Trains the shipped `shapes_t2i` preset: text-to-image on the procedural shapes dataset.
 
 Two stages, as in the paper, both with `model.fit()`:
-1. a KL-f8 autoencoder (64x64x3 <-> 8x8x4) on the shapes images (L1 + KL; flat colours need no
+1. a KL-f4 autoencoder (64x64x3 <-> 16x16x4) on the shapes images (L1 + KL; flat colours need no
    perceptual or adversarial loss);
 2. a text-conditional LDM: a 2-layer LDMBert over a 23-piece word vocabulary, cross-attention into a small
    UNet, trained on `"a {color} {shape} on a {background} background"` captions with 10% of the prompts
@@ -11,7 +11,7 @@ Each stage checkpoints into `--work-dir` (`BackupAndRestore`), so an interrupted
 stopped. The result is written with `save_to_preset` into `--out` (the package's shipped preset folder by
 default). The command that made the shipped weights is in `keras_ldm/presets/shapes_t2i/README.md`.
 
-    KERAS_BACKEND=jax python examples/train_shapes_t2i.py --ae-steps 1500 --ldm-steps 2500
+    KERAS_BACKEND=jax python examples/train_shapes_t2i.py --ae-steps 1000 --ldm-steps 2500
 """
 
 import argparse
@@ -35,7 +35,7 @@ PROMPT_LENGTH = 16  # [CLS] + 7 words + [SEP], padded
 def build_autoencoder():
     return AutoencoderKL(
         ch=16,
-        ch_mult=(1, 2, 4, 4),
+        ch_mult=(1, 2, 2),
         num_res_blocks=1,
         resolution=64,
         z_channels=4,
@@ -60,8 +60,8 @@ def build_ldm(autoencoder, seed):
         out_channels=4,
         model_channels=64,
         channel_mult=(1, 2),
-        num_res_blocks=2,
-        attention_resolutions=(1, 2),
+        num_res_blocks=1,
+        attention_resolutions=(2,),
         num_head_channels=32,
         context_dim=64,
         norm_num_groups=16,
@@ -167,7 +167,7 @@ def main(args):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ae-steps", type=int, default=1500)
+    parser.add_argument("--ae-steps", type=int, default=1000)
     parser.add_argument("--ldm-steps", type=int, default=2500)
     parser.add_argument("--ae-batch-size", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=32)

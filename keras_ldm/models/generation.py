@@ -85,6 +85,70 @@ class GenerationMixin:
             progress.update(1)
         return images
 
+    def export(
+        self,
+        path,
+        num_steps=None,
+        guidance_scale=None,
+        sampler=None,
+        eta=None,
+        height=None,
+        width=None,
+        upscale=4,
+        use_ema=True,
+        overwrite=False,
+    ):
+        """Writes the whole `generate()` pipeline as a SavedModel for TF Serving (JAX or TensorFlow backend).
+
+        The `serving_default` signature takes the request as tensors — `prompts` (and optional
+        `negative_prompts`), `labels`, `images` (+ `masks`) or `batch_size`, by the conditioning — plus
+        `seed` and `guidance_scale`, and returns uint8 `images`; prompts are tokenized inside the graph
+        and the batch size is free. See `keras_ldm.export` for the table of inputs, and
+        `docs/serving.md` for TF Serving.
+
+        Args:
+            path: the SavedModel directory (must not exist or be empty unless `overwrite`).
+            num_steps, sampler, eta: fixed in the graph (default: as `generate`).
+            guidance_scale: the default of the signature's `guidance_scale` input.
+            height, width: the fixed output size (default: `default_size()`).
+            upscale: output/input size ratio of a super-resolution model.
+            use_ema: export the moving-average weights when the model keeps them.
+            overwrite: replace a SavedModel already in `path`.
+
+        Returns:
+            `path`.
+
+        Example:
+        >>> import tempfile
+        >>> import tensorflow as tf
+        >>> from keras_ldm.models import AutoencoderKL, LatentDiffusion, UNet
+        >>> vae = AutoencoderKL(ch=32, ch_mult=(1,), num_res_blocks=1, embed_dim=4)
+        >>> unet = UNet(in_channels=4, out_channels=4, model_channels=32, channel_mult=(1,),
+        ...             num_res_blocks=1, attention_resolutions=(), num_heads=1)
+        >>> model = LatentDiffusion(unet, vae)
+        >>> path = model.export(tempfile.mkdtemp(), num_steps=2, height=8, width=8)
+        >>> served = tf.saved_model.load(path).signatures["serving_default"]
+        >>> images = served(batch_size=tf.constant(2), seed=tf.constant(3))["images"].numpy()
+        >>> bool(abs(images.astype(int) - model.generate(batch_size=2, num_steps=2, height=8, width=8,
+        ...                                               seed=3)).max() <= 1)
+        True
+        """
+        from keras_ldm.export import export_model
+
+        return export_model(
+            self,
+            path,
+            num_steps=num_steps,
+            guidance_scale=guidance_scale,
+            sampler=sampler,
+            eta=eta,
+            height=height,
+            width=width,
+            upscale=upscale,
+            use_ema=use_ema,
+            overwrite=overwrite,
+        )
+
     def sampling_options(self, num_steps=None, guidance_scale=None, sampler=None, eta=None):
         """The sampling options `generate` will use: given values, else `generation_defaults`, else defaults.
 
@@ -141,14 +205,25 @@ class GenerationMixin:
             )
         sample = self._sampling_fn(sampler, num_steps, eta, guided)
         with self.ema_scope() if use_ema else contextlib.nullcontext():
-            conditions = self._conditions(request, guidance_scale, guided)
-            result = sample(latents, conditions, seed=seed, mask=request.get("keep"), x0=request.get("x0"))
-            images = self.decode_latents(result)
-        images = _to_uint8(images)
-        if "original" in request:
-            hole = request["hole"]
-            images = np.where(hole > 0.5, images, request["original"]).astype("uint8")
+            self._tokenize(request, guided)
+            images = self._images_from_request(request, latents, seed, guidance_scale, guided, sample)
+        images = np.asarray(ops.convert_to_numpy(images))
         return images[0] if request["squeeze"] else images
+
+    def _images_from_request(self, request, latents, seed, guidance_scale, guided, sample):
+        """Tensors in, uint8 images `(B, H, W, 3)` out: conditions -> `sample` -> decode -> uint8 ->
+        inpainting compositing. Pure `keras.ops`, shared by `generate` (eagerly, around the compiled
+        sampler) and `keras_ldm.export` (traced whole, batch size unknown).
+
+        `request` holds tensors only (see `_condition_tensors`), plus `original` (uint8) for
+        inpainting; `sample(latents, conditions, seed, mask, x0)` is the sampling loop.
+        """
+        conditions, known = self._condition_tensors(request, guidance_scale, guided)
+        result = sample(latents, conditions, seed, known.get("keep"), known.get("x0"))
+        images = images_to_uint8(self.decode_latents(result))
+        if "original" in request:
+            images = ops.where(ops.convert_to_tensor(request["hole"]) > 0.5, images, request["original"])
+        return images
 
     def default_size(self):
         """Pixel size used when `height`/`width` are not given: `generation_defaults["image_size"]` (the
@@ -194,10 +269,20 @@ class GenerationMixin:
         request.update(batch=batch, latent_size=(height // factor, width // factor))
         return request
 
-    def _conditions(self, request, guidance_scale, guided):
-        """The tensors the denoiser needs: context, concat channels, unconditional versions, scale."""
+    def _tokenize(self, request, guided):
+        """Adds `token_ids` (and `negative_token_ids` when guided) for the prompts of a text request."""
+        if self.cross_attention == "text":
+            request["token_ids"] = self.tokenizer(request["prompts"])
+            if guided:
+                request["negative_token_ids"] = self.tokenizer(request["negative_prompts"])
+
+    def _condition_tensors(self, request, guidance_scale, guided):
+        """The tensors the denoiser needs, `(conditions, known)`: context, concat channels,
+        unconditional versions and scale from the tensors of `request` (`token_ids`,
+        `negative_token_ids`, `labels`, `low_res`, or `images` in [-1, 1] and the 0/1 `hole`);
+        `known` holds inpainting's `x0` and `keep` for the sampler. The batch may be unknown."""
         height, width = request["latent_size"]
-        conditions = {}
+        conditions, known = {}, {}
         if "low_res" in request:
             conditions["concat"] = resize_to(request["low_res"], height, width)
         if "images" in request:
@@ -205,21 +290,23 @@ class GenerationMixin:
             latents = self.encode_images(masked_images(request["images"], hole), sample=False)
             latents = latents * ops.cast(self.scale_factor, latents.dtype)
             conditions["concat"] = ops.concatenate([latents, resize_to(hole, height, width, "nearest")], -1)
-            known = self.encode_images(request["images"], sample=False)
-            request["x0"] = known * ops.cast(self.scale_factor, known.dtype)
-            request["keep"] = 1.0 - resize_to(hole, height, width, "nearest")
+            x0 = self.encode_images(request["images"], sample=False)
+            known["x0"] = x0 * ops.cast(self.scale_factor, x0.dtype)
+            known["keep"] = 1.0 - resize_to(hole, height, width, "nearest")
         if self.cross_attention == "text":
-            conditions["context"] = self.text_encoder(self.tokenizer(request["prompts"]))
+            conditions["context"] = self.text_encoder(request["token_ids"])
             if guided:
-                conditions["unconditional"] = self.text_encoder(self.tokenizer(request["negative_prompts"]))
+                conditions["unconditional"] = self.text_encoder(request["negative_token_ids"])
         if self.cross_attention == "class":
-            conditions["context"] = self.class_embedder(request["labels"])
+            labels = ops.convert_to_tensor(request["labels"], "int32")
+            conditions["context"] = self.class_embedder(labels)
             if guided:
-                null = np.full_like(request["labels"], self.class_embedder.null_label)
-                conditions["unconditional"] = self.class_embedder(null)
+                conditions["unconditional"] = self.class_embedder(
+                    ops.full_like(labels, self.class_embedder.null_label)
+                )
         if guided:
-            conditions["guidance_scale"] = ops.convert_to_tensor(float(guidance_scale), "float32")
-        return conditions
+            conditions["guidance_scale"] = ops.convert_to_tensor(guidance_scale, "float32")
+        return conditions, known
 
     # -- the compiled sampler --------------------------------------------------------------------
 
@@ -227,22 +314,26 @@ class GenerationMixin:
         key = (sampler, num_steps, float(eta), guided)
         cache = self.__dict__.setdefault("_sampling_fns", {})
         if key not in cache:
-            options = {"prediction_type": self.parameterization}
-            if sampler == "ddim":
-                options["eta"] = eta
+            options = self._sampler_options(sampler, eta)
             cache[key] = make_sampling_fn(
                 sampler, self.unet, self._denoiser, self.schedule, num_steps, **options
             )
         return cache[key]
 
+    def _sampler_options(self, sampler, eta):
+        options = {"prediction_type": self.parameterization}
+        if sampler == "ddim":
+            options["eta"] = eta
+        return options
+
     def _denoiser(self, unet, conditions):
         def model(x, t, context=None):
             concat = conditions.get("concat")
             if concat is not None:
-                repeats = x.shape[0] // concat.shape[0]
-                concat = ops.concatenate([concat] * repeats, axis=0) if repeats > 1 else concat
+                if "guidance_scale" in conditions:  # x is the 2B batch of classifier-free guidance
+                    concat = ops.concatenate([concat, concat], axis=0)
                 x = ops.concatenate([x, ops.cast(concat, x.dtype)], axis=-1)
-            return unet(x, timesteps=t, context=context)
+            return ops.cast(unet(x, timesteps=t, context=context), "float32")  # sampler maths in float32
 
         if "guidance_scale" in conditions:
             return classifier_free_guidance(
@@ -334,6 +425,12 @@ def _gaussian(shape, seed):
     return keras.random.normal(shape, seed=int(seed))
 
 
-def _to_uint8(images):
-    images = np.asarray(ops.convert_to_numpy(images), dtype="float32")
-    return np.round((np.clip(images, -1.0, 1.0) + 1.0) * 127.5).astype("uint8")
+def images_to_uint8(images):
+    """Images in [-1, 1] -> uint8 in [0, 255] (clipped, rounded half to even); `keras.ops`, traceable.
+
+    Example:
+    >>> keras.ops.convert_to_numpy(images_to_uint8(np.array([-1.5, 0.0, 0.999], "float32"))).tolist()
+    [0, 128, 255]
+    """
+    images = ops.cast(images, "float32")
+    return ops.cast(ops.round((ops.clip(images, -1.0, 1.0) + 1.0) * 127.5), "uint8")

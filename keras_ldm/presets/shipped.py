@@ -9,15 +9,15 @@ import os
 SHIPPED = {
     "shapes_t2i": {
         "description": "Text-to-image, 64x64: 'a {color} {shape} on a {background} background' "
-        "(procedural shapes; KL-f8 + 2-layer LDMBert).",
+        "(procedural shapes; KL-f4 + 2-layer LDMBert).",
         "script": "examples/train_shapes_t2i.py",
     },
     "photo_sr4x": {
-        "description": "4x super-resolution of photographs (trained on crops of the bundled photos; KL-f4).",
+        "description": "4x super-resolution of photographs (trained on crops of the bundled photos; KL-f2).",
         "script": "examples/train_photo_presets.py --task sr",
     },
     "photo_inpaint": {
-        "description": "Inpainting of photographs, mask 1 = fill (trained on crops of the bundled photos; KL-f4).",
+        "description": "Inpainting of photographs, mask 1 = fill (trained on crops of the bundled photos; KL-f2).",
         "script": "examples/train_photo_presets.py --task inpaint",
     },
 }
