@@ -43,7 +43,7 @@ def reconstruct(model, images):
     latents = model.encode_images(
         keras.ops.convert_to_tensor(images.astype("float32") / 127.5 - 1.0), sample=False
     )
-    decoded = keras.ops.convert_to_numpy(model.decode_latents(latents))
+    decoded = keras.ops.convert_to_numpy(model.decode_latents(latents * model.scale_factor))
     return np.round((np.clip(decoded, -1, 1) + 1) * 127.5).astype("uint8")
 
 

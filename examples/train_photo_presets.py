@@ -24,7 +24,6 @@ import os
 import time
 
 import keras
-import numpy as np
 
 from keras_ldm.data.degradations import super_resolution_pairs
 from keras_ldm.data.images import to_unit_range
@@ -157,7 +156,9 @@ def main(args):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", choices=sorted(TASKS), default=None, help="omit to train only the autoencoder")
+    parser.add_argument(
+        "--task", choices=sorted(TASKS), default=None, help="omit to train only the autoencoder"
+    )
     parser.add_argument("--ae-steps", type=int, default=1200)
     parser.add_argument("--ae-batch-size", type=int, default=16)
     parser.add_argument("--ae-learning-rate", type=float, default=1e-3)

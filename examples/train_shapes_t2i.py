@@ -11,7 +11,7 @@ Each stage checkpoints into `--work-dir` (`BackupAndRestore`), so an interrupted
 stopped. The result is written with `save_to_preset` into `--out` (the package's shipped preset folder by
 default). The command that made the shipped weights is in `keras_ldm/presets/shapes_t2i/README.md`.
 
-    KERAS_BACKEND=jax python examples/train_shapes_t2i.py --ae-steps 1000 --ldm-steps 2500
+    KERAS_BACKEND=jax python examples/train_shapes_t2i.py --ae-steps 1000 --ldm-steps 1500
 """
 
 import argparse
@@ -122,7 +122,9 @@ def report_reconstructions(autoencoder, count=90):
     truth = [parse_prompt(p) for p in batch["prompts"].numpy()]
     correct = sum(describe_image(r) == t for r, t in zip(reconstructions, truth))
     error = np.mean(np.abs(np.clip(reconstructions, -1, 1) - images)) * 127.5
-    print(f"autoencoder: {correct}/{count} reconstructions read correctly; mean abs error {error:.1f} grey levels")
+    print(
+        f"autoencoder: {correct}/{count} reconstructions read correctly; mean abs error {error:.1f} grey levels"
+    )
 
 
 def train_ldm(args, autoencoder):
@@ -168,7 +170,7 @@ def main(args):
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ae-steps", type=int, default=1000)
-    parser.add_argument("--ldm-steps", type=int, default=2500)
+    parser.add_argument("--ldm-steps", type=int, default=1500)
     parser.add_argument("--ae-batch-size", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--ae-learning-rate", type=float, default=1e-3)
@@ -176,5 +178,7 @@ if __name__ == "__main__":
     parser.add_argument("--log-every", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work-dir", default="outputs/train_shapes_t2i")
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "keras_ldm", "presets", "shapes_t2i"))
+    parser.add_argument(
+        "--out", default=os.path.join(os.path.dirname(__file__), "..", "keras_ldm", "presets", "shapes_t2i")
+    )
     main(parser.parse_args())

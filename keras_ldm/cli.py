@@ -1,10 +1,11 @@
-"""The `keras-ldm` command: `generate`, `presets` and `convert`.
+"""The `keras-ldm` command: `generate`, `presets`, `convert` and `export`.
 
 keras-ldm presets
 keras-ldm generate --preset shapes_t2i --prompt "a red circle on a blue background" --out grid.png
 keras-ldm generate --preset photo_sr4x --image small.png --out big.png
 keras-ldm generate --preset photo_inpaint --image photo.png --mask mask.png --out filled.png
 keras-ldm convert --source ./ldm-text2im-large-256 --out ./text2im_preset
+keras-ldm export --preset shapes_t2i --out ./serving/shapes_t2i/1 --num-steps 50
 """
 
 import argparse
@@ -107,6 +108,19 @@ def run_convert(args):
     print(f"wrote {args.out} ({type(model).__name__}, {model.count_params():,} parameters)")
 
 
+def run_export(args):
+    from keras_ldm import LatentDiffusion
+
+    model = LatentDiffusion.from_preset(args.preset)
+    options = {
+        key: getattr(args, key)
+        for key in ("num_steps", "guidance_scale", "sampler", "eta", "height", "width")
+        if getattr(args, key) is not None
+    }
+    model.export(args.out, overwrite=args.overwrite, **options)
+    print(f"wrote {args.out} (SavedModel, signature 'serving_default')")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="keras-ldm", description="Latent diffusion models in Keras 3.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -139,6 +153,18 @@ def build_parser():
     convert.add_argument("--out", required=True)
     convert.add_argument("--description")
     convert.set_defaults(run=run_convert)
+
+    export = commands.add_parser("export", help="preset -> TF Serving SavedModel")
+    export.add_argument("--preset", required=True, help="preset name, folder, or hf://org/name")
+    export.add_argument("--out", required=True, help="SavedModel folder, e.g. ./serving/<model>/1")
+    export.add_argument("--num-steps", type=int)
+    export.add_argument("--guidance-scale", type=float, help="default of the signature's guidance_scale")
+    export.add_argument("--sampler")
+    export.add_argument("--eta", type=float)
+    export.add_argument("--height", type=int)
+    export.add_argument("--width", type=int)
+    export.add_argument("--overwrite", action="store_true", help="replace a SavedModel already in --out")
+    export.set_defaults(run=run_export)
     return parser
 
 

@@ -27,6 +27,8 @@ print("ok")
 @pytest.mark.skipif(keras.backend.backend() == "tensorflow", reason="the TensorFlow backend needs TensorFlow")
 def test_generate_runs_with_tensorflow_blocked():
     env = dict(os.environ, KERAS_BACKEND=keras.backend.backend())
-    result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT], check=False, capture_output=True, text=True, env=env, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("ok")

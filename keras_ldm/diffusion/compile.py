@@ -129,6 +129,49 @@ def compile_function(fn, model=None):
     )
 
 
+def sampling_loop(sampler, model, denoise_builder, schedule, num_steps, **sampler_options):
+    """The uncompiled body of `make_sampling_fn`: `run(initial_noise, inputs, seed, mask, x0) -> latents`.
+
+    Pure `keras.ops` code for tracing inside a larger compiled program (e.g. `keras_ldm.export`).
+    All arguments of `run` are tensors (`mask` and `x0` may be None); the batch axis of
+    `initial_noise` may be unknown while tracing. The arguments of `sampling_loop` are those of
+    `make_sampling_fn`.
+
+    Example:
+    >>> from keras_ldm.diffusion.schedule import NoiseSchedule
+    >>> run = sampling_loop("ddim", None, lambda model, inputs: lambda x, t: 0.1 * x, NoiseSchedule(), 3)
+    >>> tuple(run(ops.ones((2, 4, 4, 1)), {}, ops.convert_to_tensor(0), None, None).shape)
+    (2, 4, 4, 1)
+    """
+    from keras_ldm.diffusion.samplers import get_sampler
+
+    sampler_fn = get_sampler(sampler) if isinstance(sampler, str) else sampler
+    schedule.sampling_timesteps(num_steps, sampler_options.get("spacing", "leading"))  # fail early
+
+    def run(initial_noise, inputs, seed, mask, x0):
+        denoise = denoise_builder(model, inputs)
+        dtype = keras.backend.standardize_dtype(initial_noise.dtype)
+        noise_sampler = make_noise_sampler(seed, _shape(initial_noise), dtype)
+        return sampler_fn(
+            denoise,
+            initial_noise,
+            schedule,
+            num_steps,
+            noise_sampler=noise_sampler,
+            mask=mask,
+            x0=x0,
+            **sampler_options,
+        )
+
+    return run
+
+
+def _shape(x):
+    """The static shape where known; dynamic sizes (a batch traced as None) as scalar tensors."""
+    static = tuple(x.shape)
+    return static if all(isinstance(d, int) for d in static) else tuple(ops.shape(x))
+
+
 def make_sampling_fn(sampler, model, denoise_builder, schedule, num_steps, **sampler_options):
     """Build `sample(initial_noise, inputs, seed=0, mask=None, x0=None) -> latents`, compiled once.
 
@@ -163,26 +206,7 @@ def make_sampling_fn(sampler, model, denoise_builder, schedule, num_steps, **sam
     >>> tuple(sample(ops.ones((1, 4, 4, 2)), inputs, seed=3).shape)
     (1, 4, 4, 2)
     """
-    from keras_ldm.diffusion.samplers import get_sampler
-
-    sampler_fn = get_sampler(sampler) if isinstance(sampler, str) else sampler
-    schedule.sampling_timesteps(num_steps, sampler_options.get("spacing", "leading"))  # fail early
-
-    def run(initial_noise, inputs, seed, mask, x0):
-        denoise = denoise_builder(model, inputs)
-        dtype = keras.backend.standardize_dtype(initial_noise.dtype)
-        noise_sampler = make_noise_sampler(seed, tuple(initial_noise.shape), dtype)
-        return sampler_fn(
-            denoise,
-            initial_noise,
-            schedule,
-            num_steps,
-            noise_sampler=noise_sampler,
-            mask=mask,
-            x0=x0,
-            **sampler_options,
-        )
-
+    run = sampling_loop(sampler, model, denoise_builder, schedule, num_steps, **sampler_options)
     compiled = compile_function(run, model)
 
     def sample(initial_noise, inputs=None, seed=0, mask=None, x0=None):

@@ -367,7 +367,7 @@ class _SamplerRun:
 
     def model_t(self, t):
         """The timestep as the model gets it: a float32 vector with one entry per batch row."""
-        return ops.broadcast_to(t, (self.x.shape[0],))
+        return ops.broadcast_to(t, ops.shape(self.x)[:1])  # the batch may be dynamic (export)
 
     def eps_and_x0(self, prediction, x, alpha_cumprod):
         return prediction_to_eps_and_x0(prediction, x, alpha_cumprod, self.prediction_type)

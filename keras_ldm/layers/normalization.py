@@ -25,7 +25,9 @@ class TwoPassGroupNormalization(keras.layers.GroupNormalization):
         axes = list(range(1, len(x.shape)))
         axes.pop(-2 if self.axis == -1 else self.axis - 1)
         centered = x - ops.mean(x, axis=axes, keepdims=True)
-        normalized = centered * ops.rsqrt(ops.mean(ops.square(centered), axis=axes, keepdims=True) + self.epsilon)
+        normalized = centered * ops.rsqrt(
+            ops.mean(ops.square(centered), axis=axes, keepdims=True) + self.epsilon
+        )
         broadcast_shape = self._create_broadcast_shape(input_shape)
         if self.scale:
             normalized = normalized * ops.cast(ops.reshape(self.gamma, broadcast_shape), "float32")

@@ -66,11 +66,20 @@ class Encoder(keras.layers.Layer):
         for level, mult in enumerate(self.ch_mult):
             last = level == len(self.ch_mult) - 1
             resnets = [
-                ResBlock(ch * mult, dropout=dropout, epsilon=EPSILON, groups=groups, name=f"down_blocks_{level}_resnets_{j}")
+                ResBlock(
+                    ch * mult,
+                    dropout=dropout,
+                    epsilon=EPSILON,
+                    groups=groups,
+                    name=f"down_blocks_{level}_resnets_{j}",
+                )
                 for j in range(num_res_blocks)
             ]
             attentions = (
-                [AttnBlock(groups=groups, name=f"down_blocks_{level}_attentions_{j}") for j in range(num_res_blocks)]
+                [
+                    AttnBlock(groups=groups, name=f"down_blocks_{level}_attentions_{j}")
+                    for j in range(num_res_blocks)
+                ]
                 if size in self.attn_resolutions
                 else []
             )
@@ -182,11 +191,20 @@ class Decoder(keras.layers.Layer):
         for index, level in enumerate(reversed(range(len(self.ch_mult)))):
             out = ch * self.ch_mult[level]
             resnets = [
-                ResBlock(out, dropout=dropout, epsilon=EPSILON, groups=groups, name=f"up_blocks_{index}_resnets_{j}")
+                ResBlock(
+                    out,
+                    dropout=dropout,
+                    epsilon=EPSILON,
+                    groups=groups,
+                    name=f"up_blocks_{index}_resnets_{j}",
+                )
                 for j in range(num_res_blocks + 1)
             ]
             attentions = (
-                [AttnBlock(groups=groups, name=f"up_blocks_{index}_attentions_{j}") for j in range(num_res_blocks + 1)]
+                [
+                    AttnBlock(groups=groups, name=f"up_blocks_{index}_attentions_{j}")
+                    for j in range(num_res_blocks + 1)
+                ]
                 if size in self.attn_resolutions
                 else []
             )

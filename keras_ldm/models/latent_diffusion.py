@@ -15,6 +15,7 @@ from keras_ldm.diffusion.schedule import PARAMETERIZATIONS, NoiseSchedule, check
 from keras_ldm.models.autoencoder import AutoencoderKL
 from keras_ldm.models.conditioners import images_to_unit_range, masked_images, resize_to
 from keras_ldm.models.generation import GENERATION_DEFAULTS, GenerationMixin
+from keras_ldm.presets.files import copy_variables, save_preset
 from keras_ldm.presets.mixin import PresetMixin
 from keras_ldm.training.ema import ExponentialMovingAverage, ema_train_step
 from keras_ldm.training.schedules import LinearWarmup
@@ -369,7 +370,9 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
             )
         return needed
 
-    def save_to_preset(self, path, description="", generation_defaults=None, overwrite=True):
+    def save_to_preset(
+        self, path, description="", generation_defaults=None, overwrite=True, inference_only=False, weights_dtype=None
+    ):
         """Writes the model as a preset folder (see `PresetMixin.save_to_preset`).
 
         Args:
@@ -378,6 +381,9 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
             description: one line stored in `metadata.json`.
             generation_defaults: replace the model's `generate()` defaults before saving.
             overwrite: replace an existing preset in `path`.
+            inference_only: save the moving-average weights as the weights, without the EMA copy, the
+                optimizer state or the autoencoder's training losses (what the shipped presets do).
+            weights_dtype: store the weights in this float dtype (e.g. `"float16"`: half the size).
 
         Example:
         >>> import tempfile
@@ -392,7 +398,17 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
         """
         if generation_defaults is not None:
             self.generation_defaults = _check_generation_defaults(generation_defaults)
-        super().save_to_preset(path, description=description, overwrite=overwrite)
+        model = self.inference_copy() if inference_only else self
+        save_preset(model, path, description=description, overwrite=overwrite, weights_dtype=weights_dtype)
+
+    def inference_copy(self):
+        """A copy with the moving-average weights as its weights and no EMA, optimizer or loss state."""
+        config = keras.saving.serialize_keras_object(self)
+        config["config"]["ema_decay"] = None
+        copy = keras.saving.deserialize_keras_object(config)
+        with self.ema_scope():
+            copy_variables(self, copy)
+        return copy
 
     def get_config(self):
         serialize = keras.saving.serialize_keras_object

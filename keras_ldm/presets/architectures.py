@@ -257,7 +257,13 @@ def _text2im_large_256():
         scale_factor=0.18215,
         train_text_encoder=True,  # cond_stage_trainable: true
         # README: scripts/txt2img.py --ddim_eta 0.0 --ddim_steps 50 --scale 5.0
-        generation_defaults={"num_steps": 50, "guidance_scale": 5.0, "sampler": "ddim", "image_size": 256, "eta": 0.0},
+        generation_defaults={
+            "num_steps": 50,
+            "guidance_scale": 5.0,
+            "sampler": "ddim",
+            "image_size": 256,
+            "eta": 0.0,
+        },
     )
 
 
@@ -308,7 +314,13 @@ def _cin256_v2():
         class_embedder=ClassEmbedder(**CIN_CLASSES),
         schedule=_schedule(0.0015, 0.0195),
         # scripts/latent_imagenet_diffusion.ipynb: ddim_steps 20, ddim_eta 0, scale 3 (uncond. label 1000)
-        generation_defaults={"num_steps": 20, "guidance_scale": 3.0, "sampler": "ddim", "image_size": 256, "eta": 0.0},
+        generation_defaults={
+            "num_steps": 20,
+            "guidance_scale": 3.0,
+            "sampler": "ddim",
+            "image_size": 256,
+            "eta": 0.0,
+        },
     )
 
 

@@ -36,7 +36,7 @@ def is_preset_dir(path):
         return False
 
 
-def save_preset(model, path, description="", overwrite=True):
+def save_preset(model, path, description="", overwrite=True, weights_dtype=None):
     """Writes `model` (any keras_ldm model) as a preset folder `path`.
 
     Args:
@@ -44,6 +44,8 @@ def save_preset(model, path, description="", overwrite=True):
         path: the folder to write (created if missing).
         description: one line shown by `keras-ldm presets` and stored in `metadata.json`.
         overwrite: replace the files of an existing preset folder; if False such a folder is an error.
+        weights_dtype: store float weights in this dtype (e.g. `"float16"`, half the size); they are cast
+            back to the variables' dtype on loading.
     """
     if os.path.exists(os.path.join(path, CONFIG_FILE)) and not overwrite:
         raise ValueError(f"`path`={path!r} already holds a preset; pass overwrite=True to replace it.")
@@ -56,6 +58,8 @@ def save_preset(model, path, description="", overwrite=True):
         config["config"]["tokenizer"]["config"]["vocabulary"] = VOCABULARY_FILE
     _write_json(os.path.join(path, CONFIG_FILE), config)
     model.save_weights(os.path.join(path, WEIGHTS_FILE))
+    if weights_dtype is not None:
+        _cast_weights_file(os.path.join(path, WEIGHTS_FILE), weights_dtype)
     metadata = {
         "description": description,
         "class_name": type(model).__name__,
@@ -91,10 +95,48 @@ def load_preset(path, load_weights=True, dtype=None):
     return model
 
 
+def copy_variables(source, target):
+    """Assigns `source`'s variable values to `target`'s, matched by path below the top-level model.
+
+    Variables `target` does not have (optimizer, EMA, training-loss networks) are left out.
+    """
+    values = {variable.path.split("/", 1)[-1]: variable for variable in source.variables}
+    for variable in target.variables:
+        key = variable.path.split("/", 1)[-1]
+        if key not in values:
+            raise ValueError(f"The model has no variable {key!r} to copy into its inference copy.")
+        variable.assign(values[key].value)
+
+
+def _cast_weights_file(weights_path, dtype):
+    import h5py
+    import numpy as np
+
+    temporary = weights_path + ".tmp"
+    with h5py.File(weights_path, "r") as source, h5py.File(temporary, "w") as target:
+
+        def copy(name, item):
+            if isinstance(item, h5py.Group):
+                target.require_group(name)
+                for key, value in item.attrs.items():
+                    target[name].attrs[key] = value
+            elif item.dtype.kind == "f":
+                target.create_dataset(name, data=np.asarray(item).astype(dtype))
+            else:
+                target.create_dataset(name, data=np.asarray(item))
+
+        for key, value in source.attrs.items():
+            target.attrs[key] = value
+        source.visititems(copy)
+    os.replace(temporary, weights_path)
+
+
 def load_weights_file(model, weights_path):
     """`model.load_weights(weights_path)` with a clear error for a missing, corrupt or mismatched file."""
     if not os.path.isfile(weights_path):
-        raise ValueError(f"The preset has no weights file {weights_path!r}; pass load_weights=False to build it empty.")
+        raise ValueError(
+            f"The preset has no weights file {weights_path!r}; pass load_weights=False to build it empty."
+        )
     try:
         model.load_weights(weights_path)
     except (OSError, KeyError) as error:  # h5py: truncated / not HDF5; Keras: missing groups
@@ -102,7 +144,9 @@ def load_weights_file(model, weights_path):
             f"Could not read the weights file {weights_path!r}: it is corrupt or truncated ({error})."
         ) from error
     except ValueError as error:  # Keras: shapes or variable counts that do not match the config
-        raise ValueError(f"The weights file {weights_path!r} does not fit the preset's config: {error}") from error
+        raise ValueError(
+            f"The weights file {weights_path!r} does not fit the preset's config: {error}"
+        ) from error
 
 
 def read_metadata(path):

@@ -50,7 +50,7 @@ def from_preset(preset, load_weights=True, dtype=None, config=None, kind="latent
     if named is not None:
         return _from_architecture(named, load_weights, dtype)
     if preset.endswith(".ckpt"):
-        return _from_checkpoint(preset, config, load_weights)
+        return _from_checkpoint(preset, config, load_weights, dtype)
     if os.path.isdir(preset):
         return _from_folder(preset, load_weights, dtype)
     if os.path.exists(preset):
@@ -60,11 +60,12 @@ def from_preset(preset, load_weights=True, dtype=None, config=None, kind="latent
         )
     raise ValueError(
         f"Unknown preset {preset!r}: not a folder, not a file, not `hf://...`. Named presets: "
-        f"{sorted(_names(kind))}."
+        f"{sorted(preset_names(kind))}."
     )
 
 
-def _names(kind):
+def preset_names(kind):
+    """The named presets that build a model of `kind` (`"latent_diffusion"` or `"autoencoder"`)."""
     from keras_ldm.presets.architectures import ARCHITECTURES
 
     names = list(SHIPPED) if kind == "latent_diffusion" else []
@@ -78,7 +79,7 @@ def _named_architecture(preset, kind):
     if arch is not None and arch.kind != kind:
         raise ValueError(
             f"Preset {preset!r} is a {arch.kind.replace('_', ' ')}, not a {kind.replace('_', ' ')}; load it "
-            f"with the matching class. Presets of this kind: {sorted(_names(kind))}."
+            f"with the matching class. Presets of this kind: {sorted(preset_names(kind))}."
         )
     return arch
 
@@ -108,7 +109,9 @@ def _generation_defaults_of_pipeline(path):
     from keras_ldm.convert.pipelines import pipeline_generation_defaults
 
     defaults = pipeline_generation_defaults(path)
-    kept = {key: defaults[key] for key in ("num_steps", "guidance_scale", "sampler", "eta") if key in defaults}
+    kept = {
+        key: defaults[key] for key in ("num_steps", "guidance_scale", "sampler", "eta") if key in defaults
+    }
     if defaults.get("height") and defaults.get("height") == defaults.get("width"):
         kept["image_size"] = defaults["height"]
     return kept
@@ -128,7 +131,7 @@ def hub_snapshot(repo_id):
         raise ImportError("`hf://` presets need `pip install huggingface_hub`.") from error
     try:
         return huggingface_hub.snapshot_download(repo_id, local_files_only=True)
-    except Exception:  # not cached: try the network
+    except (OSError, ValueError):  # LocalEntryNotFoundError: not cached, try the network
         pass
     try:
         return huggingface_hub.snapshot_download(repo_id)
@@ -153,7 +156,7 @@ def _from_architecture(arch, load_weights, dtype):
     )
 
 
-def _from_checkpoint(path, config, load_weights):
+def _from_checkpoint(path, config, load_weights, dtype):
     from keras_ldm.convert.compvis import from_compvis_checkpoint
 
     if config is None:
@@ -163,5 +166,7 @@ def _from_checkpoint(path, config, load_weights):
     if not os.path.isfile(path):
         raise ValueError(f"The checkpoint {path!r} does not exist.")
     if not load_weights:
-        raise ValueError("A `.ckpt` preset is its weights; use a named architecture preset for an empty model.")
-    return from_compvis_checkpoint(path, config)
+        raise ValueError(
+            "A `.ckpt` preset is its weights; use a named architecture preset for an empty model."
+        )
+    return from_compvis_checkpoint(path, config, dtype=dtype)

@@ -20,7 +20,7 @@ class PresetMixin:
     def presets(cls):
         """`{name: description}` of the named presets this class loads."""
         presets = loading.all_presets()
-        return {name: presets[name] for name in loading._names(cls.preset_kind)}
+        return {name: presets[name] for name in loading.preset_names(cls.preset_kind)}
 
     @classmethod
     def from_preset(cls, preset, load_weights=True, dtype=None, config=None):

@@ -79,6 +79,8 @@ def progress_logger(name, stream=None):
 
     def on_epoch_end(epoch, logs=None):
         values = " ".join(f"{key} {float(value):.4f}" for key, value in sorted((logs or {}).items()))
-        print(f"{name} epoch {epoch + 1} {time.time() - start['time']:.0f}s {values}", file=stream, flush=True)
+        print(
+            f"{name} epoch {epoch + 1} {time.time() - start['time']:.0f}s {values}", file=stream, flush=True
+        )
 
     return keras.callbacks.LambdaCallback(on_train_begin=on_train_begin, on_epoch_end=on_epoch_end)

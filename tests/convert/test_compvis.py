@@ -19,21 +19,21 @@ import pytest
 torch = pytest.importorskip("torch")
 yaml = pytest.importorskip("yaml")
 
-import diffusers  # noqa: E402
-from diffusers.models.attention_processor import Attention  # noqa: E402
-from diffusers.models.resnet import ResnetBlock2D  # noqa: E402
-from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion import (  # noqa: E402
+import diffusers
+from diffusers.models.attention_processor import Attention
+from diffusers.models.resnet import ResnetBlock2D
+from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion import (
     LDMBertConfig,
     LDMBertModel,
 )
-from diffusers.pipelines.stable_diffusion.convert_from_ckpt import (  # noqa: E402
+from diffusers.pipelines.stable_diffusion.convert_from_ckpt import (
     convert_ldm_unet_checkpoint,
     convert_ldm_vae_checkpoint,
 )
 
-from keras_ldm.convert.compvis import from_compvis_checkpoint  # noqa: E402
-from keras_ldm.models import AutoencoderKL, VQAutoencoder  # noqa: E402
-from tests.conftest import nchw_to_nhwc, to_numpy  # noqa: E402
+from keras_ldm.convert.compvis import from_compvis_checkpoint
+from keras_ldm.models import AutoencoderKL, LatentDiffusion, VQAutoencoder
+from tests.conftest import nchw_to_nhwc, to_numpy
 
 TOLERANCE = 1e-4
 VOCABULARY = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "blue", "circle"]
@@ -502,7 +502,8 @@ def test_inpainting_checkpoint_matches_diffusers(tmp_path):
         cond_stage_key="masked_image",
         loss_type="l1",
     )
-    model = from_compvis_checkpoint(*paths)
+    ckpt, config = paths
+    model = LatentDiffusion.from_preset(ckpt, config=config)  # the user-facing door
     assert model.concat == "masks" and model.cross_attention is None
     assert isinstance(model.first_stage, VQAutoencoder) and not model.first_stage.encoder.mid_attention
     assert model.loss_type == "l1" and float(to_numpy(model.scale_factor)) == 1.0

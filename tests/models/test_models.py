@@ -177,8 +177,16 @@ def test_unet_config_errors_are_named():
     with pytest.raises(ValueError, match="do not split"):
         UNet(model_channels=32, channel_mult=(1,), attention_resolutions=(1,), num_heads=3)
     with pytest.raises(ValueError, match="num_heads"):  # CompVis' -1 means "not set"
-        UNet(model_channels=32, channel_mult=(1,), attention_resolutions=(1,), num_heads=-1, num_head_channels=-1)
-    compvis_style = UNet(model_channels=32, channel_mult=(1,), attention_resolutions=(1,), num_heads=2, num_head_channels=-1)
+        UNet(
+            model_channels=32,
+            channel_mult=(1,),
+            attention_resolutions=(1,),
+            num_heads=-1,
+            num_head_channels=-1,
+        )
+    compvis_style = UNet(
+        model_channels=32, channel_mult=(1,), attention_resolutions=(1,), num_heads=2, num_head_channels=-1
+    )
     assert compvis_style.mid_block.attentions[0].num_heads == 2
 
 

@@ -41,7 +41,8 @@ def test_round_trip_keeps_weights_tokenizer_schedule_and_defaults(tmp_path):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(ours), keras.ops.convert_to_numpy(theirs))
     prompts = ["a red circle", "blue circle"]
     np.testing.assert_array_equal(
-        keras.ops.convert_to_numpy(model.tokenizer(prompts)), keras.ops.convert_to_numpy(loaded.tokenizer(prompts))
+        keras.ops.convert_to_numpy(model.tokenizer(prompts)),
+        keras.ops.convert_to_numpy(loaded.tokenizer(prompts)),
     )
     expected = model.generate(prompts, height=8, width=8, seed=3)  # the defaults: 3 steps, guidance 2
     np.testing.assert_array_equal(loaded.generate(prompts, height=8, width=8, seed=3), expected)
