@@ -278,7 +278,9 @@ def resolve_device(requested, backend):
             f"{'yes' if torch_gpu else 'no'}, {backend}/keras_ldm: {'yes' if keras_gpu else 'no'}). "
             f"Use --device cpu (with --small on a small machine)."
         )
-    if backend != "tensorflow":  # TensorFlow only tokenizes here: keep it off the GPU
+    from keras_ldm.data.lazy_tensorflow import tensorflow_installed
+
+    if backend != "tensorflow" and tensorflow_installed():  # then it only tokenizes: keep it off the GPU
         import tensorflow as tf
 
         tf.config.set_visible_devices([], "GPU")
@@ -724,14 +726,18 @@ def main(argv=None):
     prepare_device(args.device, args.threads)  # before jax/tensorflow/torch are imported: they read it then
     backend = select_backend(args.backend)
     if args.threads is not None:
-        import tensorflow as tf
         import torch
 
         torch.set_num_threads(args.threads)
+    from keras_ldm.data.lazy_tensorflow import tensorflow_installed
+
+    if args.threads is not None and tensorflow_installed():
+        import tensorflow as tf
+
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     device_kind = resolve_device(args.device, backend)
-    require("diffusers", "transformers", "keras_hub")
+    require("diffusers", "transformers")
     if args.precision is None:
         args.precision = "mixed_bfloat16" if device_kind == "gpu" else "float32"
 

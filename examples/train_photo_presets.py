@@ -11,7 +11,9 @@ Both share one first stage, as in the paper:
 Both predict v (`parameterization="v"`), which keeps the first DDIM steps' x0 estimates well conditioned.
 All models are convolutional: they run on 64x64 (or larger) images as well.
 
-Every stage checkpoints into `--work-dir` and resumes. Run the autoencoder once, then each task:
+The training data are numpy arrays in memory (crops, bicubic low-res images, masks), so the script needs no
+TensorFlow and runs on a JAX + CUDA host as well as on a CPU. Every stage checkpoints into `--work-dir` and
+resumes; `--*-time-budget` ends a stage early. Run the autoencoder once, then each task:
 
     KERAS_BACKEND=jax python examples/train_photo_presets.py --task sr
     KERAS_BACKEND=jax python examples/train_photo_presets.py --task inpaint
@@ -21,16 +23,14 @@ Every stage checkpoints into `--work-dir` and resumes. Run the autoencoder once,
 
 import argparse
 import os
-import time
 
 import keras
+import numpy as np
 
-from keras_ldm.data.degradations import super_resolution_pairs
-from keras_ldm.data.images import to_unit_range
-from keras_ldm.data.masks import inpainting_pairs
-from keras_ldm.data.photos import photo_crops_dataset
+from keras_ldm.data.masks import random_masks
+from keras_ldm.data.photos import random_photo_crops
 from keras_ldm.models import AutoencoderKL, LatentDiffusion, UNet
-from keras_ldm.training.callbacks import progress_logger
+from keras_ldm.training.fit_steps import fit_steps
 
 LATENT_CHANNELS = 8
 TASKS = {
@@ -83,18 +83,6 @@ def build_ldm(task, autoencoder, seed):
     )
 
 
-def _fit(model, data, steps, log_every, backup_dir, name):
-    start = time.time()
-    model.fit(
-        data.repeat(),
-        epochs=steps // log_every,
-        steps_per_epoch=log_every,
-        verbose=0,
-        callbacks=[keras.callbacks.BackupAndRestore(backup_dir), progress_logger(name)],
-    )
-    print(f"{name}: {steps} steps in {time.time() - start:.0f} s", flush=True)
-
-
 def train_autoencoder(args):
     path = os.path.join(args.work_dir, "autoencoder.weights.h5")
     autoencoder = build_autoencoder()
@@ -103,24 +91,36 @@ def train_autoencoder(args):
         return autoencoder
     if args.init_autoencoder:  # continue from earlier weights (a longer run in two parts)
         autoencoder.load_weights(args.init_autoencoder)
-    data = photo_crops_dataset("train", size=32, batch_size=args.ae_batch_size, seed=args.seed)
-    data = data.map(lambda example: to_unit_range(example["images"]))
+    crops = random_photo_crops("train", size=32, count=args.examples, seed=args.seed)
     autoencoder.compile(
         optimizer=keras.optimizers.Adam(args.ae_learning_rate, beta_1=0.5, beta_2=0.9),
         perceptual_weight=0.0,
         disc_factor=0.0,
     )
     backup = os.path.join(args.work_dir, "autoencoder_backup")
-    _fit(autoencoder, data, args.ae_steps, args.log_every, backup, "autoencoder")
+    fit_steps(autoencoder, crops, args.ae_steps, args.ae_batch_size, "autoencoder", args.log_every, backup,
+              args.ae_time_budget)  # fmt: skip
     autoencoder.save_weights(path)
     return autoencoder
 
 
-def training_data(task, batch_size, seed):
-    data = photo_crops_dataset("train", size=TASKS[task]["crop_size"], batch_size=batch_size, seed=seed)
+def bicubic_low_res(images, factor=4, chunk=4096):
+    """uint8 images -> uint8 images `factor` x smaller, antialiased bicubic (`data.bicubic_downsample`)."""
+    height, width = images.shape[1] // factor, images.shape[2] // factor
+    parts = []
+    for start in range(0, len(images), chunk):
+        part = keras.ops.cast(images[start : start + chunk], "float32")
+        small = keras.ops.image.resize(part, (height, width), interpolation="bicubic", antialias=True)
+        parts.append(np.clip(np.round(keras.ops.convert_to_numpy(small)), 0, 255).astype("uint8"))
+    return np.concatenate(parts)
+
+
+def training_data(task, count, seed):
+    crops = random_photo_crops("train", size=TASKS[task]["crop_size"], count=count, seed=seed)
     if task == "sr":
-        return super_resolution_pairs(data, factor=4)
-    return inpainting_pairs(data, kind="mixed", min_coverage=0.1, max_coverage=0.5, seed=seed)
+        return {"images": crops, "low_res": bicubic_low_res(crops)}
+    masks = random_masks(crops.shape[1:3], count, kind="mixed", min_coverage=0.1, max_coverage=0.5, seed=seed)
+    return {"images": crops, "masks": masks}
 
 
 def train_ldm(args, autoencoder):
@@ -130,9 +130,11 @@ def train_ldm(args, autoencoder):
         ldm.load_weights(path)
         return ldm
     ldm.compile(learning_rate=args.learning_rate, warmup_steps=100)
-    data = training_data(args.task, args.batch_size, args.seed + 1)
+    data = training_data(args.task, args.examples, args.seed + 1)
     backup = os.path.join(args.work_dir, f"{args.task}_backup")
-    _fit(ldm, data, args.ldm_steps, args.log_every, backup, args.task)
+    fit_steps(
+        ldm, data, args.ldm_steps, args.batch_size, args.task, args.log_every, backup, args.ldm_time_budget
+    )
     ldm.save_weights(path)
     return ldm
 
@@ -150,6 +152,8 @@ def main(args):
         out,
         description=TASKS[args.task]["description"],
         generation_defaults={"num_steps": args.num_steps, "sampler": "ddim"},
+        inference_only=True,
+        weights_dtype="float16",
     )
     print(f"wrote {out}", flush=True)
 
@@ -167,6 +171,9 @@ if __name__ == "__main__":
     parser.add_argument("--num-steps", type=int, default=10, help="the preset's default sampling steps")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=5e-4)
+    parser.add_argument("--examples", type=int, default=50_000, help="crops drawn for each stage")
+    parser.add_argument("--ae-time-budget", type=float, help="seconds after which the autoencoder stops")
+    parser.add_argument("--ldm-time-budget", type=float, help="seconds after which the LDM stops")
     parser.add_argument("--log-every", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work-dir", default="outputs/train_photo_presets")

@@ -7,26 +7,26 @@ Two stages, as in the paper, both with `model.fit()`:
    UNet, trained on `"a {color} {shape} on a {background} background"` captions with 10% of the prompts
    dropped so that classifier-free guidance works.
 
-Each stage checkpoints into `--work-dir` (`BackupAndRestore`), so an interrupted run resumes where it
-stopped. The result is written with `save_to_preset` into `--out` (the package's shipped preset folder by
-default). The command that made the shipped weights is in `keras_ldm/presets/shapes_t2i/README.md`.
+The training data are numpy arrays in memory (`shapes_arrays`), so the script needs no TensorFlow and runs
+on a JAX + CUDA host as well as on a CPU. Each stage checkpoints into `--work-dir` (`BackupAndRestore`), so
+an interrupted run resumes where it stopped, and `--*-time-budget` ends a stage early (a lent GPU slot).
+The result is written with `save_to_preset` into `--out` (the package's shipped preset folder by default).
+The command that made the shipped weights is in `keras_ldm/presets/shapes_t2i/README.md`.
 
     KERAS_BACKEND=jax python examples/train_shapes_t2i.py --ae-steps 1000 --ldm-steps 1500
 """
 
 import argparse
 import os
-import time
 
 import keras
 import numpy as np
 
-from keras_ldm.data.images import to_unit_range
-from keras_ldm.data.shapes import COLORS, SHAPES, describe_image, parse_prompt, shapes_dataset
+from keras_ldm.data.shapes import COLORS, SHAPES, all_prompts, describe_image, parse_prompt, shapes_arrays
 from keras_ldm.models import AutoencoderKL, LatentDiffusion, UNet
 from keras_ldm.models.text_encoder import LDMBertEncoder
 from keras_ldm.models.tokenizer import LDMBertTokenizer
-from keras_ldm.training.callbacks import progress_logger
+from keras_ldm.training.fit_steps import fit_steps
 
 VOCABULARY = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "on", "background", *COLORS, *SHAPES]
 PROMPT_LENGTH = 16  # [CLS] + 7 words + [SEP], padded
@@ -79,10 +79,6 @@ def build_ldm(autoencoder, seed):
     )
 
 
-def images_only(example):
-    return to_unit_range(example["images"])
-
-
 def train_autoencoder(args):
     path = os.path.join(args.work_dir, "autoencoder.weights.h5")
     autoencoder = build_autoencoder()
@@ -90,25 +86,15 @@ def train_autoencoder(args):
         autoencoder.load_weights(path)
         print(f"autoencoder: loaded {path}")
         return autoencoder
-    data = shapes_dataset(args.ae_steps * args.ae_batch_size, seed=args.seed).map(images_only)
-    data = data.batch(args.ae_batch_size)
+    images = shapes_arrays(args.examples, seed=args.seed)["images"]
     autoencoder.compile(
         optimizer=keras.optimizers.Adam(args.ae_learning_rate, beta_1=0.5, beta_2=0.9),
         perceptual_weight=0.0,
         disc_factor=0.0,
     )
-    start = time.time()
-    autoencoder.fit(
-        data.repeat(),
-        epochs=args.ae_steps // args.log_every,
-        steps_per_epoch=args.log_every,
-        verbose=0,
-        callbacks=[
-            keras.callbacks.BackupAndRestore(os.path.join(args.work_dir, "autoencoder_backup")),
-            progress_logger("autoencoder"),
-        ],
-    )
-    print(f"autoencoder: {args.ae_steps} steps in {time.time() - start:.0f} s")
+    backup = os.path.join(args.work_dir, "autoencoder_backup")
+    fit_steps(autoencoder, images, args.ae_steps, args.ae_batch_size, "autoencoder", args.log_every, backup,
+              args.ae_time_budget)  # fmt: skip
     autoencoder.save_weights(path)
     report_reconstructions(autoencoder)
     return autoencoder
@@ -116,10 +102,10 @@ def train_autoencoder(args):
 
 def report_reconstructions(autoencoder, count=90):
     """How many reconstructions `describe_image` still reads as their caption (the LDM's ceiling)."""
-    batch = next(iter(shapes_dataset(count, seed=12345).batch(count)))
-    images = to_unit_range(batch["images"]).numpy()
+    batch = shapes_arrays(count, seed=12345)
+    images = batch["images"].astype("float32") / 127.5 - 1
     reconstructions = keras.ops.convert_to_numpy(autoencoder(images))
-    truth = [parse_prompt(p) for p in batch["prompts"].numpy()]
+    truth = [parse_prompt(p) for p in batch["prompts"]]
     correct = sum(describe_image(r) == t for r, t in zip(reconstructions, truth))
     error = np.mean(np.abs(np.clip(reconstructions, -1, 1) - images)) * 127.5
     print(
@@ -135,20 +121,11 @@ def train_ldm(args, autoencoder):
         print(f"ldm: loaded {path}")
         return ldm
     ldm.compile(learning_rate=args.learning_rate, warmup_steps=200)
-    data = shapes_dataset(args.ldm_steps * args.batch_size, seed=args.seed + 1)
-    data = data.map(lambda e: {"images": e["images"], "prompts": e["prompts"]}).batch(args.batch_size)
-    start = time.time()
-    ldm.fit(
-        data.repeat(),
-        epochs=args.ldm_steps // args.log_every,
-        steps_per_epoch=args.log_every,
-        verbose=0,
-        callbacks=[
-            keras.callbacks.BackupAndRestore(os.path.join(args.work_dir, "ldm_backup")),
-            progress_logger("ldm"),
-        ],
-    )
-    print(f"ldm: {args.ldm_steps} steps in {time.time() - start:.0f} s")
+    arrays = shapes_arrays(args.examples, seed=args.seed + 1)
+    token_ids = keras.ops.convert_to_numpy(ldm.tokenizer(all_prompts()))[arrays["labels"]]
+    data = {"images": arrays["images"], "token_ids": token_ids}
+    backup = os.path.join(args.work_dir, "ldm_backup")
+    fit_steps(ldm, data, args.ldm_steps, args.batch_size, "ldm", args.log_every, backup, args.ldm_time_budget)
     ldm.save_weights(path)
     return ldm
 
@@ -162,6 +139,8 @@ def main(args):
         args.out,
         description="Text-to-image on 64x64 procedural shapes: 'a {color} {shape} on a {background} background'.",
         generation_defaults={"num_steps": 50, "guidance_scale": 4.0, "sampler": "ddim", "image_size": 64},
+        inference_only=True,
+        weights_dtype="float16",
     )
     images = ldm.generate(["a red circle on a blue background"] * 2, guidance_scale=4.0, seed=args.seed)
     print(f"wrote {args.out}; sample {images.shape} mean {np.mean(images):.1f}")
@@ -175,6 +154,9 @@ if __name__ == "__main__":
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--ae-learning-rate", type=float, default=1e-3)
     parser.add_argument("--learning-rate", type=float, default=5e-4)
+    parser.add_argument("--examples", type=int, default=50_000, help="images drawn for each stage")
+    parser.add_argument("--ae-time-budget", type=float, help="seconds after which the autoencoder stops")
+    parser.add_argument("--ldm-time-budget", type=float, help="seconds after which the LDM stops")
     parser.add_argument("--log-every", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work-dir", default="outputs/train_shapes_t2i")

@@ -16,7 +16,7 @@ Degradations keep the dtype: uint8 in, uint8 out; floats are taken to be in [-1,
 import math
 
 import numpy as np
-import tensorflow as tf
+from keras_ldm.data.lazy_tensorflow import tf
 
 from keras_ldm.data.images import element_seeds
 
@@ -250,8 +250,12 @@ def _add_jpeg_noise(image, seed, settings):
     return tf.cast(compressed, tf.float32) / 255.0
 
 
-@tf.autograph.experimental.do_not_convert
 def _degrade_one(image, seed, factor, settings):
+    """`_degrade_one_traced` as plain TensorFlow ops (autograph off: its branches are `tf.cond`s already)."""
+    return tf.autograph.experimental.do_not_convert(_degrade_one_traced)(image, seed, factor, settings)
+
+
+def _degrade_one_traced(image, seed, factor, settings):
     """BSRGAN degradation of one `(H, W, 3)` float32 image in [0, 1] -> `(H / factor, W / factor, 3)`."""
     seeds = tf.random.experimental.stateless_split(seed, num=12)
     target = tf.shape(image)[:2] // factor

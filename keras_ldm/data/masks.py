@@ -16,7 +16,7 @@ Drawn with numpy (`numpy.random.Generator`, reproducible from a seed); `inpainti
 import math
 
 import numpy as np
-import tensorflow as tf
+from keras_ldm.data.lazy_tensorflow import tf
 
 from keras_ldm.data.images import element_seeds, normalize_image_size
 

@@ -12,7 +12,7 @@ stereo motorcycle pair only the left view.
 import functools
 
 import numpy as np
-import tensorflow as tf
+from keras_ldm.data.lazy_tensorflow import tf
 
 from keras_ldm.data.images import element_seeds, normalize_image_size
 

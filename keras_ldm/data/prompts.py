@@ -1,7 +1,7 @@
 """Preparing `tf.data` batches for `LatentDiffusion.fit`: tokenized prompts and only the keys it uses."""
 
 import numpy as np
-import tensorflow as tf
+from keras_ldm.data.lazy_tensorflow import tf
 from keras import ops
 
 

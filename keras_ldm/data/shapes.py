@@ -16,7 +16,7 @@ text-to-image model: compare it with `parse_prompt(prompt)`.
 import itertools
 
 import numpy as np
-import tensorflow as tf
+from keras_ldm.data.lazy_tensorflow import tf
 
 COLORS = ("red", "green", "blue", "yellow", "white", "black")
 SHAPES = ("circle", "square", "triangle")
@@ -250,6 +250,36 @@ def shapes_dataset(num_examples, image_size=64, seed=0, size_range=(1 / 3, 2 / 3
     centers2 = np.round(params["centers"] * 2).astype("int32")
     ds = tf.data.Dataset.from_tensor_slices((params["labels"], params["sizes"], centers2))
     return ds.map(render, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def shapes_arrays(num_examples, image_size=64, seed=0, size_range=(1 / 3, 2 / 3), margin=1, chunk=4096):
+    """`shapes_dataset(...)`'s examples as numpy arrays, without TensorFlow (for in-memory `fit`).
+
+    Returns `{"images": uint8 (N, image_size, image_size, 3), "prompts": str (N,), "labels": int32 (N,)}`,
+    pixel for pixel what `shapes_dataset` with the same arguments yields; `chunk` examples are drawn at a time.
+
+    Example:
+    >>> arrays = shapes_arrays(3, image_size=32, seed=1)
+    >>> arrays["images"].shape, parse_prompt(arrays["prompts"][0]) == combinations()[arrays["labels"][0]]
+    ((3, 32, 32, 3), True)
+    """
+    params = shape_parameters(num_examples, image_size, seed, size_range, margin)
+    image_size = int(image_size)
+    combos = np.array([(COLORS.index(c), SHAPES.index(s), COLORS.index(b)) for c, s, b in _COMBINATIONS])
+    palette = _PALETTE.astype(np.uint8)
+    images = np.empty((num_examples, image_size, image_size, 3), dtype=np.uint8)
+    for start in range(0, num_examples, chunk):
+        part = slice(start, start + chunk)
+        color, shape, background = combos[params["labels"][part]].T
+        size2 = 2 * params["sizes"][part].astype(np.int64)[:, None, None]
+        cx2, cy2 = np.round(params["centers"][part] * 2).astype(np.int64).T[:, :, None, None]
+        masks = _masks_numpy(size2, cx2, cy2, image_size)
+        mask = np.stack([masks[name] for name in SHAPES])[shape, np.arange(len(shape))]
+        images[part] = np.where(
+            mask[..., None], palette[color][:, None, None], palette[background][:, None, None]
+        )
+    prompts = np.array(all_prompts())[params["labels"]]
+    return {"images": images, "prompts": prompts, "labels": params["labels"]}
 
 
 def _as_uint8_image(image):

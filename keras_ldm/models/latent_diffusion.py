@@ -371,7 +371,13 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
         return needed
 
     def save_to_preset(
-        self, path, description="", generation_defaults=None, overwrite=True, inference_only=False, weights_dtype=None
+        self,
+        path,
+        description="",
+        generation_defaults=None,
+        overwrite=True,
+        inference_only=False,
+        weights_dtype=None,
     ):
         """Writes the model as a preset folder (see `PresetMixin.save_to_preset`).
 
@@ -403,7 +409,7 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
 
     def inference_copy(self):
         """A copy with the moving-average weights as its weights and no EMA, optimizer or loss state."""
-        config = keras.saving.serialize_keras_object(self)
+        config = _without_compile_configs(keras.saving.serialize_keras_object(self))
         config["config"]["ema_decay"] = None
         copy = keras.saving.deserialize_keras_object(config)
         with self.ema_scope():
@@ -482,3 +488,15 @@ def _masks(masks):
 def _is_tf_dataset(x):
     module = type(x).__module__
     return module.startswith("tensorflow") and hasattr(x, "element_spec")
+
+
+def _without_compile_configs(config):
+    """A serialized model without its (nested) `compile_config`s: a compiled autoencoder would otherwise
+    rebuild its training losses (discriminator, LPIPS) in the copy."""
+    if isinstance(config, dict):
+        return {
+            key: _without_compile_configs(value) for key, value in config.items() if key != "compile_config"
+        }
+    if isinstance(config, list):
+        return [_without_compile_configs(value) for value in config]
+    return config

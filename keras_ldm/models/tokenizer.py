@@ -3,13 +3,20 @@
 `LDMTextToImagePipeline` calls `BertTokenizer(prompts, padding="max_length", max_length=77,
 truncation=True)`: `[CLS] word pieces [SEP]`, truncated to 77 and padded with `[PAD]`. keras-hub's
 `WordPieceTokenizer` and `StartEndPacker` (TensorFlow Text underneath) do the same here; keras-hub is
-imported only when a tokenizer is built, so `import keras_ldm` does not need TensorFlow.
+imported only when a tokenizer is built, so `import keras_ldm` does not need TensorFlow. Without TensorFlow
+the same ids come from `word_piece.PythonWordPiece`, so text-to-image also runs on a JAX + CUDA or PyTorch
+host.
 """
 
 import unicodedata
 
+import numpy as np
+
 import keras
 from keras import ops
+
+from keras_ldm.data.lazy_tensorflow import tensorflow_installed
+from keras_ldm.models.word_piece import PythonWordPiece
 
 SEQUENCE_LENGTH = 77
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -96,7 +103,14 @@ class LDMBertTokenizer:
         self.sequence_length = sequence_length
         self.lowercase = lowercase
         self.strip_accents = strip_accents
-        self.word_piece, self.packer = self._build(pieces)
+        self.pieces = pieces
+        self.word_piece, self.packer = self._build(pieces) if tensorflow_installed() else (None, None)
+        self.python_word_piece = None if self.word_piece else self._build_python(pieces)
+
+    def _build_python(self, pieces):
+        special = [token for token in SPECIAL_TOKENS if token in pieces]
+        strip_accents = self.lowercase if self.strip_accents is None else self.strip_accents
+        return PythonWordPiece(pieces, self.lowercase, strip_accents, special)
 
     def _build(self, pieces):
         import keras_hub  # needs TensorFlow (tf-text); imported here so that keras_ldm does not
@@ -119,16 +133,26 @@ class LDMBertTokenizer:
 
     @property
     def vocabulary_size(self):
-        return self.word_piece.vocabulary_size()
+        return len(self.pieces)
 
     def token_to_id(self, token):
         """The id of a word piece, e.g. `token_to_id("[PAD]")`."""
-        return self.word_piece.token_to_id(token)
+        return self.pieces.index(token)
 
     def __call__(self, prompts):
         """`prompts` (a str or a list of str) -> int32 token ids `(B, sequence_length)`."""
         prompts = [clean_text(prompt) for prompt in _as_prompts(prompts)]
-        return ops.cast(self.packer(self.word_piece(prompts)), "int32")
+        if self.word_piece is not None:
+            return ops.cast(self.packer(self.word_piece(prompts)), "int32")
+        return ops.convert_to_tensor(self._pack([self.python_word_piece(prompt) for prompt in prompts]))
+
+    def _pack(self, rows):
+        """`[CLS] ids [SEP] [PAD]...`, truncated to `sequence_length` (keras-hub's `StartEndPacker`)."""
+        packed = np.full((len(rows), self.sequence_length), self.token_to_id("[PAD]"), dtype="int32")
+        for row, ids in enumerate(rows):
+            ids = [self.token_to_id("[CLS]"), *ids[: self.sequence_length - 2], self.token_to_id("[SEP]")]
+            packed[row, : len(ids)] = ids
+        return packed
 
     def get_config(self):
         return {

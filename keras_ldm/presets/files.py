@@ -15,6 +15,7 @@ import contextlib
 import datetime
 import json
 import os
+import re
 
 import keras
 
@@ -96,16 +97,23 @@ def load_preset(path, load_weights=True, dtype=None):
 
 
 def copy_variables(source, target):
-    """Assigns `source`'s variable values to `target`'s, matched by path below the top-level model.
+    """Assigns `source`'s variable values to `target`'s, matched by path.
 
-    Variables `target` does not have (optimizer, EMA, training-loss networks) are left out.
+    Paths start at the model's components (`u_net/...`, `autoencoder_kl/...`); a component rebuilt in the
+    same process gets a numbered name (`u_net_1`), so that number is ignored. Variables `target` does not
+    have (optimizer, EMA, training-loss networks such as the discriminator) are left out.
     """
-    values = {variable.path.split("/", 1)[-1]: variable for variable in source.variables}
+    values = {_component_path(variable): variable for variable in source.variables}
     for variable in target.variables:
-        key = variable.path.split("/", 1)[-1]
+        key = _component_path(variable)
         if key not in values:
             raise ValueError(f"The model has no variable {key!r} to copy into its inference copy.")
         variable.assign(values[key].value)
+
+
+def _component_path(variable):
+    component, _, rest = variable.path.partition("/")
+    return re.sub(r"_\d+$", "", component) + "/" + rest
 
 
 def _cast_weights_file(weights_path, dtype):

@@ -84,3 +84,34 @@ def progress_logger(name, stream=None):
         )
 
     return keras.callbacks.LambdaCallback(on_train_begin=on_train_begin, on_epoch_end=on_epoch_end)
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stops `fit` after the batch during which `seconds` of wall time since the start of training ran out.
+
+    For runs that must end inside a fixed slot (a lent GPU, a CI job): the model trained so far is then
+    saved as usual. `steps` counts the batches run; `stopped` says whether the budget ended the run.
+
+    Example:
+    >>> budget = TimeBudget(600)
+    >>> budget.seconds, budget.stopped
+    (600, False)
+    """
+
+    def __init__(self, seconds):
+        super().__init__()
+        if not isinstance(seconds, (int, float)) or seconds <= 0:
+            raise ValueError(f"`seconds` must be a positive number; got {seconds!r}.")
+        self.seconds = seconds
+        self.steps = 0
+        self.stopped = False
+        self._start = None
+
+    def on_train_begin(self, logs=None):
+        self._start = time.time()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+        if time.time() - self._start > self.seconds:
+            self.model.stop_training = True
+            self.stopped = True

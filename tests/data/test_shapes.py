@@ -18,6 +18,7 @@ from keras_ldm.data.shapes import (
     parse_prompt,
     render_shape,
     shape_parameters,
+    shapes_arrays,
     shapes_dataset,
 )
 
@@ -141,6 +142,17 @@ def test_all_90_prompts_are_reachable():
         p.decode() for p in shapes_dataset(1000, 16, seed=0).map(lambda e: e["prompts"]).as_numpy_iterator()
     }
     assert prompts == set(all_prompts())
+
+
+def test_arrays_hold_the_datasets_examples_without_tensorflow():
+    arrays = shapes_arrays(50, image_size=32, seed=5, chunk=16)  # several chunks
+    batch = next(iter(shapes_dataset(50, image_size=32, seed=5).batch(50)))
+    np.testing.assert_array_equal(arrays["images"], batch["images"].numpy())
+    np.testing.assert_array_equal(arrays["labels"], batch["labels"].numpy())
+    assert list(arrays["prompts"]) == [p.decode() for p in batch["prompts"].numpy()]
+    assert [describe_image(image) for image in arrays["images"][:5]] == [
+        parse_prompt(p) for p in arrays["prompts"][:5]
+    ]
 
 
 def test_the_dataset_is_deterministic_given_the_seed():

@@ -18,6 +18,7 @@ from transformers import BertTokenizer
 from keras_ldm.convert.ldm_bert import ldm_bert_from_diffusers, tokenizer_from_diffusers
 from keras_ldm.models.text_encoder import LDMBertEncoder
 from keras_ldm.models.tokenizer import LDMBertTokenizer
+from keras_ldm.models import tokenizer as tokenizer_module
 from tests.conftest import to_numpy
 
 TOLERANCE = 1e-4
@@ -291,6 +292,18 @@ def test_tokenizer_matches_transformers(vocab_file):
     np.testing.assert_array_equal(ours, expected)
     assert ours[-1, -1] == VOCABULARY.index("[SEP]")  # the long prompt is truncated, then closed
     assert (ours[:, 0] == VOCABULARY.index("[CLS]")).all()
+
+
+@pytest.mark.parametrize("lowercase", [True, False])
+def test_python_tokenizer_without_tensorflow_matches_transformers(vocab_file, monkeypatch, lowercase):
+    """Hosts without TensorFlow tokenize in plain Python, to the same ids."""
+    monkeypatch.setattr(tokenizer_module, "tensorflow_installed", lambda: False)
+    tokenizer = LDMBertTokenizer(vocab_file, lowercase=lowercase)
+    assert tokenizer.word_piece is None and tokenizer.python_word_piece is not None
+    prompts = [*PROMPTS, "Ünïcode naïve café", "x" * 101, "circles" * 3, "  ", "a (red)-circle's"]
+    expected = reference_ids(BertTokenizer(vocab_file, do_lower_case=lowercase), prompts)
+    np.testing.assert_array_equal(to_numpy(tokenizer(prompts)), expected)
+    assert tokenizer.vocabulary_size == len(VOCABULARY) and tokenizer.token_to_id("[SEP]") == 3
 
 
 def test_cased_tokenizer_matches_transformers(vocab_file):

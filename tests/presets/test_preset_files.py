@@ -52,6 +52,36 @@ def test_round_trip_keeps_weights_tokenizer_schedule_and_defaults(tmp_path):
     )
 
 
+def test_inference_only_presets_keep_the_moving_averages_in_float16_and_nothing_for_training(tmp_path):
+    autoencoder = vae()  # trained in this process: compiled with its loss (discriminator included)
+    autoencoder.compile(optimizer=keras.optimizers.Adam(1e-3), perceptual_weight=0.0, disc_factor=0.0)
+    autoencoder.fit(np.zeros((2, 32, 32, 3), "uint8"), batch_size=2, verbose=0)
+    model = LatentDiffusion(unet(), autoencoder, ema_decay=0.5)
+    model.compile(learning_rate=1e-2)
+    model.fit({"images": np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3)).astype("uint8")}, verbose=0)
+    path = str(tmp_path / "preset")
+    model.save_to_preset(path, inference_only=True, weights_dtype="float16")
+
+    loaded = LatentDiffusion.from_preset(path)
+    assert loaded.ema is None
+    assert loaded.count_params() == LatentDiffusion(unet(), vae()).count_params()  # no discriminator
+    with model.ema_scope():
+        expected = {v.path.split("/", 1)[-1]: keras.ops.convert_to_numpy(v) for v in model.unet.weights}
+    for variable in loaded.unet.weights:
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(variable),
+            expected[variable.path.split("/", 1)[-1]],
+            rtol=1e-3,
+            atol=1e-4,
+        )
+    full = str(tmp_path / "full")
+    model.save_to_preset(full)
+    assert (
+        os.path.getsize(os.path.join(path, "model.weights.h5"))
+        < os.path.getsize(os.path.join(full, "model.weights.h5")) / 2
+    )
+
+
 def test_load_weights_false_builds_the_architecture(tmp_path):
     model = LatentDiffusion(unet(), vae())
     path = str(tmp_path / "preset")
