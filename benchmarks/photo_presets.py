@@ -52,11 +52,22 @@ def super_resolution(args, crops):
     low_res = bicubic_downsample(crops, 4).numpy()
     rows = [("bicubic upsampling", psnr(bicubic_upsample(low_res), crops), None)]
     rows.append(("autoencoder reconstruction (ceiling)", psnr(reconstruct(model, crops), crops), None))
-    for num_steps in args.steps:
+    for num_steps, temperature in settings(model, args):
         start = time.time()
-        restored = model.generate({"images": low_res}, num_steps=num_steps, seed=args.seed)
-        rows.append((f"photo_sr4x, DDIM {num_steps} steps", psnr(restored, crops), time.time() - start))
+        restored = model.generate(
+            {"images": low_res}, num_steps=num_steps, temperature=temperature, seed=args.seed
+        )
+        name = f"photo_sr4x, DDIM {num_steps} steps, temperature {temperature}"
+        rows.append((name, psnr(restored, crops), time.time() - start))
     return rows
+
+
+def settings(model, args):
+    """(num_steps, temperature) pairs to measure: the preset's defaults first, then plain sampling."""
+    defaults = model.sampling_options()
+    steps = args.steps or [defaults["num_steps"]]
+    temperatures = args.temperatures or sorted({defaults["temperature"], 1.0})
+    return [(n, t) for t in temperatures for n in steps]
 
 
 def inpainting(args, crops):
@@ -71,13 +82,15 @@ def inpainting(args, crops):
         ]
     )
     rows = [("OpenCV Telea", psnr(telea, crops, masks), _hole_mae(telea, crops, masks), None)]
-    for num_steps in args.steps:
+    for num_steps, temperature in settings(model, args):
         start = time.time()
-        filled = model.generate({"images": crops, "masks": masks}, num_steps=num_steps, seed=args.seed)
+        filled = model.generate(
+            {"images": crops, "masks": masks}, num_steps=num_steps, temperature=temperature, seed=args.seed
+        )
         seconds = time.time() - start
         rows.append(
             (
-                f"photo_inpaint, DDIM {num_steps} steps",
+                f"photo_inpaint, DDIM {num_steps} steps, temperature {temperature}",
                 psnr(filled, crops, masks),
                 _hole_mae(filled, crops, masks),
                 seconds,
@@ -112,7 +125,10 @@ def main(args):
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=64)
-    parser.add_argument("--steps", type=int, nargs="+", default=[1, 10, 50])
+    parser.add_argument("--steps", type=int, nargs="+", help="DDIM steps (default: each preset's)")
+    parser.add_argument(
+        "--temperatures", type=float, nargs="+", help="starting-noise scales (default: the preset's and 1)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sr-preset", default="photo_sr4x")
     parser.add_argument("--inpaint-preset", default="photo_inpaint")

@@ -39,12 +39,14 @@ TASKS = {
         in_channels=LATENT_CHANNELS + 3,
         description="4x super-resolution of photographs (bicubic-degraded), trained on 32x32 crops.",
         crop_size=32,
+        num_steps=10,
     ),
     "inpaint": dict(
         concat="masks",
         in_channels=2 * LATENT_CHANNELS + 1,
         description="Inpainting of photographs (mask 1 = fill), trained on 48x48 crops with box/stroke masks.",
         crop_size=48,
+        num_steps=25,
     ),
 }
 
@@ -151,7 +153,11 @@ def main(args):
     ldm.save_to_preset(
         out,
         description=TASKS[args.task]["description"],
-        generation_defaults={"num_steps": args.num_steps, "sampler": "ddim"},
+        generation_defaults={
+            "num_steps": args.num_steps or TASKS[args.task]["num_steps"],
+            "sampler": "ddim",
+            "temperature": args.temperature,
+        },
         inference_only=True,
         weights_dtype="float16",
     )
@@ -168,7 +174,15 @@ if __name__ == "__main__":
     parser.add_argument("--ae-learning-rate", type=float, default=1e-3)
     parser.add_argument("--init-autoencoder", help="autoencoder weights to continue training from")
     parser.add_argument("--ldm-steps", type=int, default=1500)
-    parser.add_argument("--num-steps", type=int, default=10, help="the preset's default sampling steps")
+    parser.add_argument(
+        "--num-steps", type=int, help="the preset's default sampling steps (sr 10, inpaint 25)"
+    )
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=0.5,
+        help="the preset's default starting-noise scale (PSNR vs diversity)",
+    )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--examples", type=int, default=50_000, help="crops drawn for each stage")

@@ -224,7 +224,8 @@ def _serving_module(model, kind, options, canvas, upscale, platforms):
                     hole=inputs["masks"],
                     images=images_to_unit_range(inputs["images"]),
                 )
-            return model._images_from_request(request, noise, seed, guidance_scale, guided, loop)
+            temperature = options["temperature"]
+            return model._images_from_request(request, noise, seed, guidance_scale, guided, loop, temperature)
 
         specs = _program_specs(model, kind, canvas, upscale, guided)
         return builder.program(pipeline, specs, noise_shape, next(iter(specs)))

@@ -16,9 +16,9 @@ Degradations keep the dtype: uint8 in, uint8 out; floats are taken to be in [-1,
 import math
 
 import numpy as np
-from keras_ldm.data.lazy_tensorflow import tf
 
 from keras_ldm.data.images import element_seeds
+from keras_ldm.data.lazy_tensorflow import tf
 
 DEGRADATIONS = ("bicubic", "bsr", "bsr_light")
 

@@ -8,6 +8,7 @@ attaches the caption from a sidecar text file (`cat.jpg` + `cat.txt` -> `prompts
 import os
 
 import numpy as np
+
 from keras_ldm.data.lazy_tensorflow import tf
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")

@@ -1,8 +1,9 @@
 """Preparing `tf.data` batches for `LatentDiffusion.fit`: tokenized prompts and only the keys it uses."""
 
 import numpy as np
-from keras_ldm.data.lazy_tensorflow import tf
 from keras import ops
+
+from keras_ldm.data.lazy_tensorflow import tf
 
 
 def tokenize_prompts(dataset, tokenizer):

@@ -16,6 +16,7 @@ text-to-image model: compare it with `parse_prompt(prompt)`.
 import itertools
 
 import numpy as np
+
 from keras_ldm.data.lazy_tensorflow import tf
 
 COLORS = ("red", "green", "blue", "yellow", "white", "black")

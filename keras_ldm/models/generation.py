@@ -1,5 +1,9 @@
 """`generate()` for `LatentDiffusion`: noise -> compiled sampler (CFG as one 2B batch) -> decode -> uint8.
 
+Text encoding, the sampling loop, decoding, the uint8 conversion and inpainting's compositing run as one
+compiled program per (sampler, steps, eta, guidance on/off, latent size, input kind), cached on the model;
+only tokenization and input checks run outside it.
+
 Accepted inputs, by the model's conditioning:
 - text: a str (output batch axis squeezed), a list of str, or `{"prompts", "negative_prompts"}`;
 - class: `{"labels"}`;
@@ -19,12 +23,19 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_ldm.diffusion.compile import make_sampling_fn
+from keras_ldm.diffusion.compile import compile_function, sampling_loop
 from keras_ldm.diffusion.guidance import classifier_free_guidance
 from keras_ldm.diffusion.samplers import SAMPLERS
 from keras_ldm.models.conditioners import images_to_unit_range, masked_images, resize_to
 
-GENERATION_DEFAULTS = {"num_steps": 50, "guidance_scale": 1.0, "sampler": "ddim", "eta": 0.0}
+REQUEST_TENSORS = ("token_ids", "negative_token_ids", "labels", "low_res", "images", "hole", "original")
+GENERATION_DEFAULTS = {
+    "num_steps": 50,
+    "guidance_scale": 1.0,
+    "sampler": "ddim",
+    "eta": 0.0,
+    "temperature": 1.0,
+}
 
 
 class GenerationMixin:
@@ -38,6 +49,7 @@ class GenerationMixin:
         seed=0,
         sampler=None,
         eta=None,
+        temperature=None,
         height=None,
         width=None,
         latents=None,
@@ -55,6 +67,9 @@ class GenerationMixin:
             seed: makes the initial noise and stochastic steps reproducible.
             sampler: `"ddpm"`, `"ddim"`, `"plms"`, `"dpmpp_2m"` or `"euler"` (default: the preset's, else DDIM).
             eta: DDIM's η (default 0).
+            temperature: scale of the starting noise `x_T` (default: the preset's, else 1). Below 1 trades
+                diversity for fidelity, as reduced-temperature sampling in SR3 and Glow: restorations
+                (super-resolution, inpainting) move toward the most likely image and gain PSNR.
             height, width: output size for text/class/unconditional models; multiples of the first
                 stage's factor times the UNet's down-sampling (default: `default_size()`). Larger than
                 the training size works: the model is convolutional.
@@ -73,7 +88,7 @@ class GenerationMixin:
         >>> images.shape, images.dtype
         ((2, 16, 16, 3), dtype('uint8'))
         """
-        options = self.sampling_options(num_steps, guidance_scale, sampler, eta)
+        options = self.sampling_options(num_steps, guidance_scale, sampler, eta, temperature)
         kwargs = dict(options, seed=seed, height=height, width=width, upscale=upscale, use_ema=use_ema)
         if _is_dataset(inputs):
             if latents is not None:
@@ -110,7 +125,8 @@ class GenerationMixin:
 
         Args:
             path: the SavedModel directory (must not exist or be empty unless `overwrite`).
-            num_steps, sampler, eta: fixed in the graph (default: as `generate`).
+            num_steps, sampler, eta: fixed in the graph (default: as `generate`); so is the model's
+                default `temperature`.
             guidance_scale: the default of the signature's `guidance_scale` input.
             height, width: the fixed output size (default: `default_size()`).
             upscale: output/input size ratio of a super-resolution model.
@@ -146,7 +162,7 @@ class GenerationMixin:
             overwrite=overwrite,
         )
 
-    def sampling_options(self, num_steps=None, guidance_scale=None, sampler=None, eta=None):
+    def sampling_options(self, num_steps=None, guidance_scale=None, sampler=None, eta=None, temperature=None):
         """The sampling options `generate` will use: given values, else `generation_defaults`, else defaults.
 
         Example:
@@ -155,9 +171,10 @@ class GenerationMixin:
         >>> unet = UNet(in_channels=4, out_channels=4, model_channels=32, channel_mult=(1,),
         ...             num_res_blocks=1, attention_resolutions=(), num_heads=1)
         >>> LatentDiffusion(unet, vae, generation_defaults={"num_steps": 20}).sampling_options(sampler="plms")
-        {'num_steps': 20, 'guidance_scale': 1.0, 'sampler': 'plms', 'eta': 0.0}
+        {'num_steps': 20, 'guidance_scale': 1.0, 'sampler': 'plms', 'eta': 0.0, 'temperature': 1.0}
         """
         given = {"num_steps": num_steps, "guidance_scale": guidance_scale, "sampler": sampler, "eta": eta}
+        given["temperature"] = temperature
         defaults = dict(GENERATION_DEFAULTS, **(self.generation_defaults or {}))
         options = {key: defaults[key] if value is None else value for key, value in given.items()}
         _check_sampling_options(**options, num_timesteps=self.schedule.num_timesteps)
@@ -183,6 +200,7 @@ class GenerationMixin:
         seed,
         sampler,
         eta,
+        temperature,
         height,
         width,
         upscale,
@@ -200,22 +218,37 @@ class GenerationMixin:
                 f"`latents` has shape {tuple(latents.shape)}; expected "
                 f"(B, {request['latent_size'][0]}, {request['latent_size'][1]}, {self.latent_channels})."
             )
-        sample = self._sampling_fn(sampler, num_steps, eta, guided)
         with self.ema_scope() if use_ema else contextlib.nullcontext():
             self._tokenize(request, guided)
-            images = self._images_from_request(request, latents, seed, guidance_scale, guided, sample)
+            if (
+                "low_res" in request
+            ):  # TensorFlow's bicubic resize has no XLA kernel: resize before the program
+                request["low_res"] = resize_to(request["low_res"], *request["latent_size"])
+            tensors = {key: ops.convert_to_tensor(request[key]) for key in REQUEST_TENSORS if key in request}
+            generate_images = self._generation_fn(
+                sampler, num_steps, eta, guided, request["latent_size"], tuple(sorted(tensors))
+            )
+            images = generate_images(
+                tensors,
+                ops.convert_to_tensor(latents),
+                ops.convert_to_tensor(seed, "int32"),
+                ops.convert_to_tensor(guidance_scale, "float32"),
+                ops.convert_to_tensor(temperature, "float32"),
+            )
         images = np.asarray(ops.convert_to_numpy(images))
         return images[0] if request["squeeze"] else images
 
-    def _images_from_request(self, request, latents, seed, guidance_scale, guided, sample):
+    def _images_from_request(self, request, latents, seed, guidance_scale, guided, sample, temperature=1.0):
         """Tensors in, uint8 images `(B, H, W, 3)` out: conditions -> `sample` -> decode -> uint8 ->
         inpainting compositing. Pure `keras.ops`, shared by `generate` (eagerly, around the compiled
         sampler) and `keras_ldm.export` (traced whole, batch size unknown).
 
         `request` holds tensors only (see `_condition_tensors`), plus `original` (uint8) for
-        inpainting; `sample(latents, conditions, seed, mask, x0)` is the sampling loop.
+        inpainting; `sample(latents, conditions, seed, mask, x0)` is the sampling loop, started from
+        `temperature * latents`.
         """
         conditions, known = self._condition_tensors(request, guidance_scale, guided)
+        latents = latents * ops.cast(temperature, latents.dtype)
         result = sample(latents, conditions, seed, known.get("keep"), known.get("x0"))
         images = images_to_uint8(self.decode_latents(result))
         if "original" in request:
@@ -307,14 +340,22 @@ class GenerationMixin:
 
     # -- the compiled sampler --------------------------------------------------------------------
 
-    def _sampling_fn(self, sampler, num_steps, eta, guided):
-        key = (sampler, num_steps, float(eta), guided)
-        cache = self.__dict__.setdefault("_sampling_fns", {})
+    def _generation_fn(self, sampler, num_steps, eta, guided, latent_size, keys):
+        """`fn(tensors, latents, seed, guidance_scale, temperature) -> uint8 images`: `_images_from_request` compiled
+        whole (the model's variables are arguments on JAX, so EMA and loaded weights are always current)."""
+        key = (sampler, num_steps, float(eta), guided, tuple(latent_size), keys)
+        cache = self.__dict__.setdefault("_generation_fns", {})
         if key not in cache:
             options = self._sampler_options(sampler, eta)
-            cache[key] = make_sampling_fn(
-                sampler, self.unet, self._denoiser, self.schedule, num_steps, **options
-            )
+            loop = sampling_loop(sampler, self.unet, self._denoiser, self.schedule, num_steps, **options)
+
+            def generate_images(tensors, latents, seed, guidance_scale, temperature):
+                request = {**tensors, "latent_size": latent_size}
+                return self._images_from_request(
+                    request, latents, seed, guidance_scale, guided, loop, temperature
+                )
+
+            cache[key] = compile_function(generate_images, self)
         return cache[key]
 
     def _sampler_options(self, sampler, eta):
@@ -339,7 +380,7 @@ class GenerationMixin:
         return lambda x, t: model(x, t, conditions.get("context"))
 
 
-def _check_sampling_options(num_steps, guidance_scale, sampler, eta, num_timesteps):
+def _check_sampling_options(num_steps, guidance_scale, sampler, eta, temperature, num_timesteps):
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler={sampler!r}; expected one of {sorted(SAMPLERS)}.")
     if (
@@ -352,6 +393,12 @@ def _check_sampling_options(num_steps, guidance_scale, sampler, eta, num_timeste
         raise ValueError(f"eta={eta!r}; expected a value >= 0.")
     if guidance_scale < 0:
         raise ValueError(f"guidance_scale={guidance_scale!r}; expected a value >= 0 (1 = no guidance).")
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, (int, float))
+        or not 0 <= temperature <= 10
+    ):
+        raise ValueError(f"temperature={temperature!r}; expected a number in [0, 10] (1 = plain sampling).")
 
 
 def _is_dataset(inputs):

@@ -10,9 +10,8 @@ host.
 
 import unicodedata
 
-import numpy as np
-
 import keras
+import numpy as np
 from keras import ops
 
 from keras_ldm.data.lazy_tensorflow import tensorflow_installed

@@ -36,7 +36,7 @@ def test_text_generation_guidance_negative_prompts_and_one_compiled_function():
     other = model.generate(["a blue circle", "red"], num_steps=3, guidance_scale=7.0, height=8, width=8)
     assert guided.shape == (2, 8, 8, 3)
     assert np.any(guided[0] != single)  # guidance changes the result
-    assert len(model._sampling_fns) == 2  # unguided + guided; new prompts and scales reuse it
+    assert len(model._generation_fns) == 2  # unguided + guided; new prompts and scales reuse it
     negative = model.generate(
         {"prompts": ["a red circle", "blue"], "negative_prompts": ["blue", ""]},
         num_steps=3,
@@ -45,7 +45,21 @@ def test_text_generation_guidance_negative_prompts_and_one_compiled_function():
         width=8,
     )
     assert np.any(negative[0] != guided[0]) and np.any(other != guided)
-    assert len(model._sampling_fns) == 2
+    assert len(model._generation_fns) == 2
+
+
+@pytest.mark.skipif(keras.backend.backend() == "torch", reason="torch runs the program eagerly (no_grad)")
+def test_text_encoding_and_decoding_run_inside_the_compiled_program(monkeypatch):
+    model = text_model()
+    expected = model.generate(["a red circle", "blue"], num_steps=2, guidance_scale=3.0, height=8, width=8)
+
+    def eager_call(*args, **kwargs):
+        raise AssertionError("called outside the compiled program")
+
+    for layer in (model.text_encoder, model.first_stage.decoder):
+        monkeypatch.setattr(layer, "call", eager_call)
+    again = model.generate(["a red circle", "blue"], num_steps=2, guidance_scale=3.0, height=8, width=8)
+    np.testing.assert_array_equal(again, expected)
 
 
 def test_class_generation_uses_the_labels():

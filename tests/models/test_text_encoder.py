@@ -16,9 +16,9 @@ from safetensors.numpy import load_file, save_file
 from transformers import BertTokenizer
 
 from keras_ldm.convert.ldm_bert import ldm_bert_from_diffusers, tokenizer_from_diffusers
+from keras_ldm.models import tokenizer as tokenizer_module
 from keras_ldm.models.text_encoder import LDMBertEncoder
 from keras_ldm.models.tokenizer import LDMBertTokenizer
-from keras_ldm.models import tokenizer as tokenizer_module
 from tests.conftest import to_numpy
 
 TOLERANCE = 1e-4
