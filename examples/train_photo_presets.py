@@ -40,6 +40,7 @@ TASKS = {
         description="4x super-resolution of photographs (bicubic-degraded), trained on 32x32 crops.",
         crop_size=32,
         num_steps=10,
+        temperature=0.5,
     ),
     "inpaint": dict(
         concat="masks",
@@ -47,6 +48,7 @@ TASKS = {
         description="Inpainting of photographs (mask 1 = fill), trained on 48x48 crops with box/stroke masks.",
         crop_size=48,
         num_steps=25,
+        temperature=0.25,
     ),
 }
 
@@ -156,7 +158,7 @@ def main(args):
         generation_defaults={
             "num_steps": args.num_steps or TASKS[args.task]["num_steps"],
             "sampler": "ddim",
-            "temperature": args.temperature,
+            "temperature": TASKS[args.task]["temperature"] if args.temperature is None else args.temperature,
         },
         inference_only=True,
         weights_dtype="float16",
@@ -178,10 +180,7 @@ if __name__ == "__main__":
         "--num-steps", type=int, help="the preset's default sampling steps (sr 10, inpaint 25)"
     )
     parser.add_argument(
-        "--temperature",
-        type=float,
-        default=0.5,
-        help="the preset's default starting-noise scale (PSNR vs diversity)",
+        "--temperature", type=float, help="the preset's default starting-noise scale (sr 0.5, inpaint 0.25)"
     )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=5e-4)

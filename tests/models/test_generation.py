@@ -140,3 +140,19 @@ def test_sizes_must_divide_by_the_down_sampling():
     model = LatentDiffusion(unet(), AutoencoderKL(ch=32, ch_mult=(1, 2), num_res_blocks=1, embed_dim=4))
     with pytest.raises(ValueError, match="width=13; it must be a positive multiple of 2"):
         model.generate(batch_size=1, num_steps=2, height=8, width=13)
+
+
+def test_temperature_scales_the_starting_noise_and_comes_from_the_defaults():
+    model = LatentDiffusion(unet(), vae(), generation_defaults={"temperature": 0.5})
+    noise = np.random.default_rng(0).normal(size=(2, 8, 8, 4)).astype("float32")
+    settings = dict(num_steps=3, height=8, width=8, seed=1)
+    np.testing.assert_array_equal(
+        model.generate(latents=noise, **settings),  # the default: 0.5
+        model.generate(latents=0.5 * noise, temperature=1.0, **settings),
+    )
+    cold = [model.generate(batch_size=2, temperature=0.0, **dict(settings, seed=s)) for s in (1, 2)]
+    np.testing.assert_array_equal(cold[0], cold[1])  # DDIM (eta 0) from zero noise: no randomness left
+    assert model.sampling_options()["temperature"] == 0.5
+    for bad in (-1.0, "hot", 11):
+        with pytest.raises(ValueError, match=r"temperature=.*expected a number in \[0, 10\]"):
+            model.generate(batch_size=1, temperature=bad, **settings)

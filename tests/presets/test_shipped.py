@@ -1,8 +1,8 @@
 """The trained presets shipped in the package: they load offline, generate, and keep what they learned.
 
-The bars are below the rates measured in README (benchmarks/shapes_t2i.py, benchmarks/photo_presets.py) on
-fewer images, so that the test stays quick. They are NOT the issue's targets, which these short CPU runs
-miss (shapes: colour and background right, shape near chance; SR below bicubic; inpainting below Telea).
+README reports the full measurements (benchmarks/shapes_t2i.py on all 90 prompts, benchmarks/photo_presets.py
+on 64 held-out crops), where every preset meets its target. These tests run the same checks on fewer images
+so that they stay quick, with bars a little below what those few images measured on every backend.
 """
 
 import numpy as np
@@ -43,7 +43,7 @@ def test_shapes_t2i_draws_the_asked_colour_shape_and_background(shapes):
     images = shapes.generate(prompts, seed=0)
     assert images.shape == (18, 64, 64, 3) and images.dtype == np.uint8
     rates = prompt_accuracy(images, prompts)
-    assert rates["color"] >= 0.75 and rates["background"] >= 0.75, rates  # measured 96% / 93% on all 90
+    assert rates["all three"] >= 0.9, rates  # measured 100% here on every backend, and on all 90 prompts
 
 
 def test_shapes_t2i_is_reproducible_and_convolutional(shapes):
@@ -60,8 +60,8 @@ def test_photo_sr4x_restores_held_out_crops(held_out_crops):
     low_res = bicubic_downsample(held_out_crops, 4).numpy()
     restored = model.generate({"images": low_res}, seed=0)
     assert restored.shape == (8, 64, 64, 3)
-    # measured 22.2 dB against bicubic's 25.2 dB (32 crops): a real restoration, not yet better than bicubic
-    assert psnr(restored, held_out_crops) > psnr(bicubic_upsample(low_res), held_out_crops) - 6.0
+    # these 8 crops: 27.66-27.70 dB (jax, torch, tensorflow) against bicubic's 27.47 dB
+    assert psnr(restored, held_out_crops) > psnr(bicubic_upsample(low_res), held_out_crops) - 0.3
 
 
 def test_photo_inpaint_fills_the_hole_and_keeps_the_rest(held_out_crops):
@@ -77,5 +77,5 @@ def test_photo_inpaint_fills_the_hole_and_keeps_the_rest(held_out_crops):
             for c, m in zip(held_out_crops, masks)
         ]
     )
-    # measured 15.2 dB in the hole against Telea's 19.1 dB (32 crops): below Telea, far above a blank hole
-    assert psnr(filled, held_out_crops, masks) > psnr(telea, held_out_crops, masks) - 7.0
+    # these 8 crops: 22.66-23.06 dB in the hole (torch, jax, tensorflow) against Telea's 22.59 dB
+    assert psnr(filled, held_out_crops, masks) > psnr(telea, held_out_crops, masks) - 0.5
