@@ -457,30 +457,35 @@ class KerasSide:
         )
 
     def text_seconds(self, batch):
-        """Tokenize and encode the prompts and the empty negative prompts, as generate() does."""
+        """Tokenize, then encode the prompts and the empty negative prompts with the text encoder compiled on
+        its own (generate() runs it inside its one compiled program)."""
         from keras import ops
 
+        from keras_ldm.diffusion import compile_function
+
+        model = self.model
+        encode = compile_function(lambda ids: model.text_encoder(ids), model.text_encoder)
+
         def run():
-            model = self.model
-            context = model.text_encoder(model.tokenizer(prompts(batch)))
-            unconditional = model.text_encoder(model.tokenizer([""] * batch))
+            context = encode(model.tokenizer(prompts(batch)))
+            unconditional = encode(model.tokenizer([""] * batch))
             return ops.convert_to_numpy(context), ops.convert_to_numpy(unconditional)
 
         return timed_calls(run, self.args.repeats)[1]
 
     def decode_seconds(self, batch):
+        """Decode + uint8, compiled on their own (generate() runs them inside its one compiled program)."""
         from keras import ops
+
+        from keras_ldm.diffusion import compile_function
+        from keras_ldm.models.generation import images_to_uint8
 
         latent = self.size // self.model.first_stage.downsample_factor
         z = ops.convert_to_tensor(
             np.random.default_rng(0).normal(size=(batch, latent, latent, 4)).astype("float32")
         )
-
-        def run():
-            images = np.asarray(ops.convert_to_numpy(self.model.decode_latents(z)), dtype="float32")
-            return np.round((np.clip(images, -1.0, 1.0) + 1.0) * 127.5).astype("uint8")
-
-        return timed_calls(run, self.args.repeats)[1]
+        decode = compile_function(lambda z: images_to_uint8(self.model.decode_latents(z)), self.model)
+        return timed_calls(lambda: ops.convert_to_numpy(decode(z)), self.args.repeats)[1]
 
     def unet_params(self):
         return self.model.unet.count_params()
