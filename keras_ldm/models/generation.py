@@ -173,8 +173,13 @@ class GenerationMixin:
         >>> LatentDiffusion(unet, vae, generation_defaults={"num_steps": 20}).sampling_options(sampler="plms")
         {'num_steps': 20, 'guidance_scale': 1.0, 'sampler': 'plms', 'eta': 0.0, 'temperature': 1.0}
         """
-        given = {"num_steps": num_steps, "guidance_scale": guidance_scale, "sampler": sampler, "eta": eta}
-        given["temperature"] = temperature
+        given = {
+            "num_steps": num_steps,
+            "guidance_scale": guidance_scale,
+            "sampler": sampler,
+            "eta": eta,
+            "temperature": temperature,
+        }
         defaults = dict(GENERATION_DEFAULTS, **(self.generation_defaults or {}))
         options = {key: defaults[key] if value is None else value for key, value in given.items()}
         _check_sampling_options(**options, num_timesteps=self.schedule.num_timesteps)
@@ -220,9 +225,8 @@ class GenerationMixin:
             )
         with self.ema_scope() if use_ema else contextlib.nullcontext():
             self._tokenize(request, guided)
-            if (
-                "low_res" in request
-            ):  # TensorFlow's bicubic resize has no XLA kernel: resize before the program
+            if "low_res" in request:
+                # TensorFlow's bicubic resize has no XLA kernel: resize to the latent size before the program
                 request["low_res"] = resize_to(request["low_res"], *request["latent_size"])
             tensors = {key: ops.convert_to_tensor(request[key]) for key in REQUEST_TENSORS if key in request}
             generate_images = self._generation_fn(
@@ -240,8 +244,8 @@ class GenerationMixin:
 
     def _images_from_request(self, request, latents, seed, guidance_scale, guided, sample, temperature=1.0):
         """Tensors in, uint8 images `(B, H, W, 3)` out: conditions -> `sample` -> decode -> uint8 ->
-        inpainting compositing. Pure `keras.ops`, shared by `generate` (eagerly, around the compiled
-        sampler) and `keras_ldm.export` (traced whole, batch size unknown).
+        inpainting compositing. Pure `keras.ops`, traced whole by `generate` (one compiled program, see
+        `_generation_fn`) and by `keras_ldm.export` (batch size unknown).
 
         `request` holds tensors only (see `_condition_tensors`), plus `original` (uint8) for
         inpainting; `sample(latents, conditions, seed, mask, x0)` is the sampling loop, started from
@@ -341,8 +345,8 @@ class GenerationMixin:
     # -- the compiled sampler --------------------------------------------------------------------
 
     def _generation_fn(self, sampler, num_steps, eta, guided, latent_size, keys):
-        """`fn(tensors, latents, seed, guidance_scale, temperature) -> uint8 images`: `_images_from_request` compiled
-        whole (the model's variables are arguments on JAX, so EMA and loaded weights are always current)."""
+        """`fn(tensors, latents, seed, guidance_scale, temperature) -> uint8 images`: `_images_from_request`
+        compiled whole (on JAX the model's variables are arguments, so EMA and newly loaded weights are used)."""
         key = (sampler, num_steps, float(eta), guided, tuple(latent_size), keys)
         cache = self.__dict__.setdefault("_generation_fns", {})
         if key not in cache:

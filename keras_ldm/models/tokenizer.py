@@ -147,9 +147,10 @@ class LDMBertTokenizer:
 
     def _pack(self, rows):
         """`[CLS] ids [SEP] [PAD]...`, truncated to `sequence_length` (keras-hub's `StartEndPacker`)."""
-        packed = np.full((len(rows), self.sequence_length), self.token_to_id("[PAD]"), dtype="int32")
+        start, end, pad = (self.token_to_id(token) for token in ("[CLS]", "[SEP]", "[PAD]"))
+        packed = np.full((len(rows), self.sequence_length), pad, dtype="int32")
         for row, ids in enumerate(rows):
-            ids = [self.token_to_id("[CLS]"), *ids[: self.sequence_length - 2], self.token_to_id("[SEP]")]
+            ids = [start, *ids[: self.sequence_length - 2], end]
             packed[row, : len(ids)] = ids
         return packed
 
