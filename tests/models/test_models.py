@@ -223,3 +223,36 @@ def test_from_diffusers_rejects_tensors_that_do_not_fit_the_config(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(dict(config, mid_block_add_attention=False)))
     with pytest.raises(ValueError, match="do not fit the config"):
         from_diffusers(str(tmp_path))
+
+
+def test_gradient_checkpointing_gives_the_same_outputs_and_gradients():
+    from keras_ldm.training.gradients import value_and_grad
+
+    config = dict(
+        in_channels=4, out_channels=4, model_channels=16, channel_mult=(1, 2), num_res_blocks=1,
+        attention_resolutions=(2,), num_heads=2, context_dim=8, norm_num_groups=8,
+    )  # fmt: skip
+    plain, checkpointed = UNet(**config), UNet(**config, gradient_checkpointing=True)
+    rng = np.random.default_rng(0)
+    weights = [rng.normal(scale=0.2, size=w.shape).astype("float32") for w in plain.get_weights()]
+    plain.set_weights(weights)
+    checkpointed.set_weights(weights)
+    x = rng.normal(size=(2, 8, 8, 4)).astype("float32")
+    context = rng.normal(size=(2, 3, 8)).astype("float32")
+
+    def loss_and_grads(unet):
+        def loss():
+            out = unet(x, keras.ops.array([3, 700]), context=context, training=True)
+            return keras.ops.mean(keras.ops.square(out)), out
+
+        (value, out), grads = value_and_grad(loss, unet.trainable_variables)
+        return to_numpy(out), [to_numpy(g) for g in grads]
+
+    (out_plain, grads_plain), (out_checkpointed, grads_checkpointed) = map(
+        loss_and_grads, (plain, checkpointed)
+    )
+    np.testing.assert_allclose(out_checkpointed, out_plain, rtol=1e-5, atol=1e-6)
+    for ours, reference in zip(grads_checkpointed, grads_plain):
+        np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-6)
+    assert any(np.abs(g).max() > 0 for g in grads_plain)
+    assert UNet.from_config(checkpointed.get_config()).gradient_checkpointing
