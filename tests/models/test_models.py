@@ -245,7 +245,7 @@ def test_gradient_checkpointing_gives_the_same_outputs_and_gradients():
             out = unet(x, keras.ops.array([3, 700]), context=context, training=True)
             return keras.ops.mean(keras.ops.square(out)), out
 
-        (value, out), grads = value_and_grad(loss, unet.trainable_variables)
+        (_, out), grads = value_and_grad(loss, unet.trainable_variables)
         return to_numpy(out), [to_numpy(g) for g in grads]
 
     (out_plain, grads_plain), (out_checkpointed, grads_checkpointed) = map(
