@@ -80,7 +80,7 @@ def run_generate(args):
     model = LatentDiffusion.from_preset(args.preset)
     options = {
         key: getattr(args, key)
-        for key in ("num_steps", "guidance_scale", "sampler", "eta", "height", "width")
+        for key in ("num_steps", "guidance_scale", "sampler", "eta", "temperature", "height", "width")
         if getattr(args, key) is not None
     }
     inputs = generation_inputs(args, model)
@@ -114,7 +114,7 @@ def run_export(args):
     model = LatentDiffusion.from_preset(args.preset)
     options = {
         key: getattr(args, key)
-        for key in ("num_steps", "guidance_scale", "sampler", "eta", "height", "width")
+        for key in ("num_steps", "guidance_scale", "sampler", "eta", "temperature", "height", "width")
         if getattr(args, key) is not None
     }
     model.export(args.out, overwrite=args.overwrite, **options)
@@ -137,6 +137,9 @@ def build_parser():
     generate.add_argument("--guidance-scale", type=float)
     generate.add_argument("--sampler")
     generate.add_argument("--eta", type=float)
+    generate.add_argument(
+        "--temperature", type=float, help="starting-noise scale (below 1: closer, less varied)"
+    )
     generate.add_argument("--height", type=int)
     generate.add_argument("--width", type=int)
     generate.add_argument("--seed", type=int, default=0)

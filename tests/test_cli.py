@@ -68,6 +68,12 @@ def test_generate_super_resolution_and_inpainting_from_image_files(tmp_path):
         == 0
     )
     assert np.asarray(Image.open(big)).shape == (16, 16, 3)
+    sr_args = ["generate", "--preset", sr, "--image", str(tmp_path / "small.png"), "--num-steps", "2"]
+    cold = [tmp_path / f"cold_{seed}.png" for seed in (1, 2)]
+    for seed, path in zip((1, 2), cold):
+        assert main([*sr_args, "--temperature", "0", "--seed", str(seed), "--out", str(path)]) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(cold[0])), np.asarray(Image.open(cold[1])))
+    assert main([*sr_args, "--temperature", "-1", "--out", str(big)]) == 2  # a clear error, not a crash
     filled = tmp_path / "filled.png"
     photo = str(tmp_path / "photo.png")
     args = ["generate", "--preset", inpaint, "--image", photo, "--mask", str(tmp_path / "mask.png")]
