@@ -114,7 +114,7 @@ def run_export(args):
     model = LatentDiffusion.from_preset(args.preset)
     options = {
         key: getattr(args, key)
-        for key in ("num_steps", "guidance_scale", "sampler", "eta", "temperature", "height", "width")
+        for key in ("num_steps", "guidance_scale", "sampler", "eta", "height", "width")
         if getattr(args, key) is not None
     }
     model.export(args.out, overwrite=args.overwrite, **options)
