@@ -21,3 +21,14 @@ def nhwc_to_nchw(x):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def forget_uninitialized_variables():
+    """Big models built under `keras.StatelessScope(initialize_variables=False)` (parameter counts) stay on
+    Keras' global list of variables to initialize later; the next `fit` that builds symbolically (on torch)
+    would then allocate all of them — gigabytes. Forget them after each test."""
+    yield
+    from keras.src.backend.common import global_state
+
+    global_state.set_global_attribute("uninitialized_variables", [])

@@ -51,9 +51,9 @@ def test_shapes_script_trains_and_writes_a_preset_without_tensorflow(tmp_path):
         "train_shapes_t2i.py", *TINY, "--examples", "40", "--work-dir", str(tmp_path / "work"), "--out", out
     )
     assert "autoencoder: 4 steps in" in stdout and "ldm: 4 steps in" in stdout and "reconstructions" in stdout
+    assert "sample (2, 64, 64, 3)" in stdout  # the script generates from the trained model
     model = LatentDiffusion.from_preset(out)
     assert model.ema is None and model.generation_defaults["image_size"] == 64  # an inference-only preset
-    assert model.generate("a red circle on a blue background", num_steps=2).shape == (64, 64, 3)
 
 
 def test_photo_script_trains_super_resolution_without_tensorflow(tmp_path):
