@@ -278,7 +278,7 @@ def resolve_device(requested, backend):
             f"{'yes' if torch_gpu else 'no'}, {backend}/keras_ldm: {'yes' if keras_gpu else 'no'}). "
             f"Use --device cpu (with --small on a small machine)."
         )
-    from keras_ldm.data.lazy_tensorflow import tensorflow_installed
+    from keras_ldm.lazy_tensorflow import tensorflow_installed
 
     if backend != "tensorflow" and tensorflow_installed():  # then it only tokenizes: keep it off the GPU
         import tensorflow as tf
@@ -734,7 +734,7 @@ def main(argv=None):
         import torch
 
         torch.set_num_threads(args.threads)
-    from keras_ldm.data.lazy_tensorflow import tensorflow_installed
+    from keras_ldm.lazy_tensorflow import tensorflow_installed
 
     if args.threads is not None and tensorflow_installed():
         import tensorflow as tf

@@ -18,7 +18,7 @@ import math
 import numpy as np
 
 from keras_ldm.data.images import element_seeds
-from keras_ldm.data.lazy_tensorflow import tf
+from keras_ldm.lazy_tensorflow import tf
 
 DEGRADATIONS = ("bicubic", "bsr", "bsr_light")
 

@@ -21,8 +21,33 @@ def multi_head_attention(query, key, value, num_heads):
     def split_heads(t):
         return ops.reshape(t, (batch, -1, num_heads, t.shape[-1] // num_heads))
 
-    out = ops.dot_product_attention(split_heads(query), split_heads(key), split_heads(value))
+    out = ops.dot_product_attention(
+        split_heads(query),
+        split_heads(key),
+        split_heads(value),
+        flash_attention=flash_attention_choice(query.shape[1], key.shape[1]),
+    )
     return ops.reshape(out, (batch, -1, num_heads * (value.shape[-1] // num_heads)))
+
+
+def flash_attention_choice(query_length, key_length):
+    """The `flash_attention` argument for `ops.dot_product_attention` at these sequence lengths.
+
+    `None` lets the backend pick a fused kernel; `False` where a sequence length is odd (such as
+    the 77 text tokens of cross-attention). JAX's cuDNN flash attention rejects those shapes on
+    NVIDIA GPUs (seen on an H200, JAX 0.11: Q 256/1024, KV 77), and Keras then logs a traceback
+    at every trace before falling back to XLA attention; `False` goes to that fallback directly.
+    PyTorch treats `False` as its default kernel choice and TensorFlow ignores the argument.
+    Unknown (traced) lengths leave the choice to the backend.
+
+    Example:
+    >>> flash_attention_choice(1024, 77), flash_attention_choice(1024, 1024), flash_attention_choice(None, 64)
+    (False, None, None)
+    """
+    lengths = (query_length, key_length)
+    if any(isinstance(n, int) and n % 2 for n in lengths):
+        return False
+    return None
 
 
 def _flatten_spatial(x):

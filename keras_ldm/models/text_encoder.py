@@ -8,7 +8,7 @@ of the UNet.
 import keras
 from keras import ops
 
-from keras_ldm.layers.attention import multi_head_attention
+from keras_ldm.layers.attention import flash_attention_choice, multi_head_attention
 from keras_ldm.layers.normalization import layer_norm
 
 # Hugging Face activation names (`ACT2FN`) and the functions they stand for.
@@ -52,7 +52,13 @@ def padded_self_attention(query, key, value, num_heads, padding_mask=None):
         return ops.reshape(t, (batch, -1, num_heads, head_dim))
 
     mask = ops.cast(padding_mask, "bool")[:, None, None, :]  # (B, heads, queries, keys)
-    out = ops.dot_product_attention(split_heads(query), split_heads(key), split_heads(value), mask=mask)
+    out = ops.dot_product_attention(
+        split_heads(query),
+        split_heads(key),
+        split_heads(value),
+        mask=mask,
+        flash_attention=flash_attention_choice(query.shape[1], key.shape[1]),
+    )
     return ops.reshape(out, (batch, -1, num_heads * head_dim))
 
 

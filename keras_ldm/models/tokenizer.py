@@ -14,7 +14,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_ldm.data.lazy_tensorflow import tensorflow_installed
+from keras_ldm.lazy_tensorflow import tensorflow_installed
 from keras_ldm.models.word_piece import PythonWordPiece
 
 SEQUENCE_LENGTH = 77

@@ -80,6 +80,25 @@ def test_attention_heads_change_the_result_and_context_width_is_checked():
         st(np.zeros((1, 4, 4, 32), "float32"), np.zeros((1, 3, 10), "float32"))
 
 
+def test_odd_sequence_lengths_skip_flash_attention(monkeypatch):
+    """Cross-attention over 7 tokens asks for no flash kernel; self-attention over 16 positions
+    leaves the choice to the backend — and the outputs are unchanged by the argument."""
+    x = np.random.default_rng(3).normal(size=(1, 4, 4, 32)).astype("float32")
+    context = np.random.default_rng(4).normal(size=(1, 7, 12)).astype("float32")
+    st = SpatialTransformer(2, 16, context_dim=12)
+    expected = to_numpy(st(x, context))
+    requested = []
+    attention = keras.ops.dot_product_attention
+
+    def recording_attention(query, key, value, **kwargs):
+        requested.append((key.shape[1], kwargs.get("flash_attention")))
+        return attention(query, key, value, **kwargs)
+
+    monkeypatch.setattr(keras.ops, "dot_product_attention", recording_attention)
+    np.testing.assert_allclose(to_numpy(st(x, context)), expected, atol=1e-6)
+    assert requested == [(16, None), (7, False)]
+
+
 def test_geglu_uses_exact_gelu():
     ff = GEGLUFeedForward(mult=1)
     x = np.random.default_rng(1).normal(size=(1, 3, 4)).astype("float32")

@@ -2,7 +2,7 @@
 on hosts without TensorFlow (a JAX + CUDA or PyTorch machine), while their `tf.data` pipelines need it.
 
 Example:
->>> from keras_ldm.data.lazy_tensorflow import tf
+>>> from keras_ldm.lazy_tensorflow import tf
 >>> tf.constant(1).dtype.name
 'int32'
 """
