@@ -759,8 +759,14 @@ def main(argv=None):
         start = time.perf_counter()
         with phase("build and save the diffusers pipeline"):
             pipeline, path = build_pipeline(config, folder)
+        import keras_ldm  # noqa: F401  (imported before the load is timed)
+
         with phase("keras_ldm from_preset"):
+            load_start = time.perf_counter()
             ours = KerasSide(path, args, device_kind)
+            loading = {ours.name: time.perf_counter() - load_start}
+        with phase("diffusers from_pretrained"):
+            loading[DiffusersSide.name] = attempt(lambda: diffusers_load_seconds(path))
         setup = time.perf_counter() - start
     theirs = DiffusersSide(pipeline, args, device_kind)
     sides = (ours, theirs)
@@ -823,8 +829,18 @@ def main(argv=None):
         flops,
         forward,
         training,
+        loading,
         setup,
     )
+
+
+def diffusers_load_seconds(path):
+    """Seconds diffusers takes to load the pipeline folder (the keras side is timed on `from_preset`)."""
+    import diffusers
+
+    start = time.perf_counter()
+    diffusers.LDMTextToImagePipeline.from_pretrained(path)
+    return time.perf_counter() - start
 
 
 # -- the table -------------------------------------------------------------------------------------
@@ -842,6 +858,7 @@ def report(
     flops,
     forward,
     training,
+    loading,
     setup,
 ):
     import diffusers
@@ -879,6 +896,12 @@ def report(
     for batch in rest:
         rate = [_pick(generation[n][0][batch], lambda r, batch=batch: batch / r[1]) for n in names]
         cells(f"throughput, batch {batch} (images/s)", rate, "rate", lambda v: f"{v:.3g}")
+    cells(
+        "load the pipeline folder (s; from_preset vs from_pretrained)",
+        [loading[n] for n in names],
+        "time",
+        lambda v: f"{v:.3g}",
+    )
     compile_time = [_pick(generation[n][0][first], lambda r: r[0]) for n in names]
     steady = [_pick(generation[n][0][first], lambda r: r[1]) for n in names]
     cells(

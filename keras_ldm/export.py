@@ -187,7 +187,7 @@ def _serving_module(model, kind, options, canvas, upscale, platforms):
     """A `tf.Module` holding the used weights and `serve`, the `serving_default` function."""
     import tensorflow as tf
 
-    from keras_ldm.diffusion.compile import compile_function, sampling_loop
+    from keras_ldm.diffusion.compile import compile_function
     from keras_ldm.models.conditioners import images_to_unit_range
 
     height, width = canvas
@@ -195,18 +195,10 @@ def _serving_module(model, kind, options, canvas, upscale, platforms):
     latent_size = (height // factor, width // factor)
     noise_shape = (*latent_size, model.latent_channels)
     builder = ProgramBuilder(model.variables, platforms)
-    sampler_options = model._sampler_options(options["sampler"], options["eta"])
 
     def program(guided):
-        loop = sampling_loop(
-            options["sampler"],
-            model.unet,
-            model._denoiser,
-            model.schedule,
-            options["num_steps"],
-            **sampler_options,
-        )
-        loop = compile_function(loop, model.unet)  # as generate() runs it: one XLA program
+        loop = model._sampling_loop(options["sampler"], options["num_steps"], options["eta"])
+        loop = compile_function(loop, model.unet)  # one XLA program, as in generate()
 
         def pipeline(inputs, noise, seed, guidance_scale):
             request = {"latent_size": latent_size}

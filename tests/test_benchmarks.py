@@ -69,6 +69,7 @@ def test_small_run_prints_every_row():
     timed = [
         "generation latency, batch 1 (s/image)",
         "throughput, batch 2 (images/s)",
+        "load the pipeline folder (s; from_preset vs from_pretrained)",
         "first call, batch 1 (s, compile + run)",
         "first call minus a warm call, batch 1 (s)",
         "UNet forward, batch 4 (ms)",

@@ -30,6 +30,7 @@ from keras_ldm.convert.ldm_bert import UNUSED_TENSORS, tokenizer_from_diffusers
 from keras_ldm.convert.ldm_bert import weight_map as ldm_bert_weight_map
 from keras_ldm.convert.tensors import assign_weights
 from keras_ldm.diffusion.schedule import NoiseSchedule
+from keras_ldm.fast_build import random_init_skipped
 from keras_ldm.models.autoencoder import AutoencoderKL, VQAutoencoder
 from keras_ldm.models.conditioners import ClassEmbedder
 from keras_ldm.models.latent_diffusion import LatentDiffusion
@@ -74,10 +75,12 @@ def from_compvis_checkpoint(
     """
     params = read_compvis_config(config_path)
     state = load_state_dict(ckpt_path, weights_only=weights_only)
-    first_stage = first_stage_from_config(params["first_stage_config"], dtype, _remap(state))
+    with random_init_skipped():
+        first_stage = first_stage_from_config(params["first_stage_config"], dtype, _remap(state))
     load_weights(first_stage, autoencoder_tensors(_strip(state, FIRST_STAGE_PREFIX), first_stage), ckpt_path)
     unet_config = params["unet_config"]["params"]
-    unet = UNet(**unet_kwargs(unet_config), **_dtype(dtype))
+    with random_init_skipped():
+        unet = UNet(**unet_kwargs(unet_config), **_dtype(dtype))
     load_weights(unet, unet_tensors(_unet_state(state, use_ema, ckpt_path), unet_config), ckpt_path)
     conditioning = conditioning_from_config(params, unet, first_stage)
     conditioning.update(_cond_stage(params, state, tokenizer, dtype, ckpt_path, conditioning))
@@ -347,7 +350,8 @@ def _cond_stage(params, state, tokenizer, dtype, source, conditioning):
         return {"class_embedder": embedder}
     if kind == "text":
         cond_params = cond.get("params", {})
-        encoder = LDMBertEncoder(**bert_kwargs(cond_params), **_dtype(dtype))
+        with random_init_skipped():
+            encoder = LDMBertEncoder(**bert_kwargs(cond_params), **_dtype(dtype))
         entries = ldm_bert_weight_map(encoder)
         assign_weights(entries, bert_tensors(tensors), source, unused=UNUSED_TENSORS)
         length = cond_params.get("max_seq_len", 77)

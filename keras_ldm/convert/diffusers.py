@@ -8,6 +8,7 @@ import json
 import os
 
 from keras_ldm.convert.tensors import assign_weights, conv, dense, norm, read_safetensors
+from keras_ldm.fast_build import random_init_skipped
 from keras_ldm.layers.attention import AttnBlock
 from keras_ldm.layers.resnet import ResBlock
 from keras_ldm.models.autoencoder import AutoencoderKL, VQAutoencoder
@@ -28,7 +29,8 @@ def from_diffusers(path, dtype=None):
     """
     config = read_config(path)
     tensors = read_tensors(path)
-    model = model_from_config(config, dtype=dtype)
+    with random_init_skipped():
+        model = model_from_config(config, dtype=dtype)
     load_weights(model, tensors, source=path)
     return model
 

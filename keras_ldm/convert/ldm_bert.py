@@ -10,6 +10,7 @@ import json
 import os
 
 from keras_ldm.convert.tensors import assign_weights, dense, norm, read_safetensors
+from keras_ldm.fast_build import random_init_skipped
 from keras_ldm.models.text_encoder import LDMBertEncoder
 from keras_ldm.models.tokenizer import LDMBertTokenizer
 
@@ -45,7 +46,8 @@ def ldm_bert_from_diffusers(path, dtype=None):
     kwargs = encoder_kwargs(config)
     if dtype is not None:
         kwargs["dtype"] = dtype
-    model = LDMBertEncoder(**kwargs)
+    with random_init_skipped():
+        model = LDMBertEncoder(**kwargs)
     tensors = read_safetensors(
         path, WEIGHTS_NAME, "LDMBertModel.save_pretrained(folder, safe_serialization=True)"
     )

@@ -7,6 +7,10 @@
 
 Everything that varies between calls — the starting noise, the conditioning, the guidance scale,
 the seed, an inpainting mask — is a tensor argument, so changing its value does not recompile.
+
+Memory: nothing is donated here. The arguments are the weights (kept) and small per-call tensors, and
+`generate()`'s program returns uint8 images, which no input buffer could hold; inside the program XLA
+updates the latents of the loop in place. Training donates its state through Keras' JAX trainer.
 jax, tensorflow and torch are imported lazily, so keras_ldm imports without them.
 """
 

@@ -28,7 +28,6 @@ from keras_ldm.diffusion.guidance import classifier_free_guidance
 from keras_ldm.diffusion.samplers import SAMPLERS
 from keras_ldm.models.conditioners import images_to_unit_range, masked_images, resize_to
 
-REQUEST_TENSORS = ("token_ids", "negative_token_ids", "labels", "low_res", "images", "hole", "original")
 GENERATION_DEFAULTS = {
     "num_steps": 50,
     "guidance_scale": 1.0,
@@ -213,7 +212,7 @@ class GenerationMixin:
         latents=None,
         batch_size=1,
     ):
-        request = self._sampling_request(inputs, batch_size, height, width, upscale)
+        request, tensors = self._sampling_request(inputs, batch_size, height, width, upscale)
         guided = self.cross_attention is not None and float(guidance_scale) != 1.0
         if latents is None:
             noise_shape = (request["batch"], *request["latent_size"], self.latent_channels)
@@ -224,11 +223,11 @@ class GenerationMixin:
                 f"(B, {request['latent_size'][0]}, {request['latent_size'][1]}, {self.latent_channels})."
             )
         with self.ema_scope() if use_ema else contextlib.nullcontext():
-            self._tokenize(request, guided)
-            if "low_res" in request:
+            tensors.update(self._token_ids(request, guided))
+            if "low_res" in tensors:
                 # TensorFlow's bicubic resize has no XLA kernel: resize to the latent size before the program
-                request["low_res"] = resize_to(request["low_res"], *request["latent_size"])
-            tensors = {key: ops.convert_to_tensor(request[key]) for key in REQUEST_TENSORS if key in request}
+                tensors["low_res"] = resize_to(tensors["low_res"], *request["latent_size"])
+            tensors = {key: ops.convert_to_tensor(value) for key, value in tensors.items()}
             generate_images = self._generation_fn(
                 sampler, num_steps, eta, guided, request["latent_size"], tuple(sorted(tensors))
             )
@@ -267,25 +266,28 @@ class GenerationMixin:
     # -- inputs -> a sampling request ---------------------------------------------------------
 
     def _sampling_request(self, inputs, batch_size, height, width, upscale):
+        """`(request, tensors)` for checked `generate()` inputs: `request` holds the batch, latent size,
+        prompts and whether to squeeze the batch axis; `tensors` the arrays the compiled program takes
+        (see `_condition_tensors`; text models get their token ids from `_token_ids`)."""
         factor = self.first_stage.downsample_factor
-        request = {"squeeze": False}
+        request, tensors = {"squeeze": False}, {}
         if self.concat == "low_res":
             low_res = _image_input(inputs, "images", "super-resolution")
             height, width = low_res.shape[1] * upscale, low_res.shape[2] * upscale
-            request["low_res"] = images_to_unit_range(low_res)
+            tensors["low_res"] = images_to_unit_range(low_res)
             batch = low_res.shape[0]
         elif self.concat == "masks":
             original = _image_input(inputs, "images", "inpainting")
             masks = _mask_input(inputs, original.shape)
             height, width, batch = original.shape[1], original.shape[2], original.shape[0]
-            request.update(original=np.asarray(original), hole=masks, images=images_to_unit_range(original))
+            tensors.update(original=np.asarray(original), hole=masks, images=images_to_unit_range(original))
         elif self.cross_attention == "text":
             prompts, negatives, request["squeeze"] = _prompt_input(inputs)
             request.update(prompts=prompts, negative_prompts=negatives)
             batch = len(prompts)
         elif self.cross_attention == "class":
             labels = np.asarray(_dict_input(inputs, "labels", "class-conditional generation")).reshape(-1)
-            request["labels"] = labels.astype("int32")
+            tensors["labels"] = labels.astype("int32")
             batch = len(labels)
         else:
             if inputs is not None:
@@ -301,14 +303,16 @@ class GenerationMixin:
                     f"{factor} times the UNet's down-sampling)."
                 )
         request.update(batch=batch, latent_size=(height // factor, width // factor))
-        return request
+        return request, tensors
 
-    def _tokenize(self, request, guided):
-        """Adds `token_ids` (and `negative_token_ids` when guided) for the prompts of a text request."""
-        if self.cross_attention == "text":
-            request["token_ids"] = self.tokenizer(request["prompts"])
-            if guided:
-                request["negative_token_ids"] = self.tokenizer(request["negative_prompts"])
+    def _token_ids(self, request, guided):
+        """`token_ids` (and `negative_token_ids` when guided) for the prompts of a text request."""
+        if self.cross_attention != "text":
+            return {}
+        ids = {"token_ids": self.tokenizer(request["prompts"])}
+        if guided:
+            ids["negative_token_ids"] = self.tokenizer(request["negative_prompts"])
+        return ids
 
     def _condition_tensors(self, request, guidance_scale, guided):
         """The tensors the denoiser needs, `(conditions, known)`: context, concat channels,
@@ -350,8 +354,7 @@ class GenerationMixin:
         key = (sampler, num_steps, float(eta), guided, tuple(latent_size), keys)
         cache = self.__dict__.setdefault("_generation_fns", {})
         if key not in cache:
-            options = self._sampler_options(sampler, eta)
-            loop = sampling_loop(sampler, self.unet, self._denoiser, self.schedule, num_steps, **options)
+            loop = self._sampling_loop(sampler, num_steps, eta)
 
             def generate_images(tensors, latents, seed, guidance_scale, temperature):
                 request = {**tensors, "latent_size": latent_size}
@@ -362,11 +365,12 @@ class GenerationMixin:
             cache[key] = compile_function(generate_images, self)
         return cache[key]
 
-    def _sampler_options(self, sampler, eta):
+    def _sampling_loop(self, sampler, num_steps, eta):
+        """The uncompiled sampling loop of the UNet (see `keras_ldm.diffusion.compile.sampling_loop`)."""
         options = {"prediction_type": self.parameterization}
         if sampler == "ddim":
             options["eta"] = eta
-        return options
+        return sampling_loop(sampler, self.unet, self._denoiser, self.schedule, num_steps, **options)
 
     def _denoiser(self, unet, conditions):
         def model(x, t, context=None):

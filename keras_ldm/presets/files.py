@@ -19,6 +19,8 @@ import re
 
 import keras
 
+from keras_ldm.fast_build import random_init_skipped
+
 CONFIG_FILE = "config.json"
 METADATA_FILE = "metadata.json"
 WEIGHTS_FILE = "model.weights.h5"
@@ -89,7 +91,7 @@ def load_preset(path, load_weights=True, dtype=None):
             tokenizer["config"]["vocabulary"] = os.path.join(path, vocabulary)
     if dtype is not None:
         config = _without_dtypes(config)
-    with _dtype_policy(dtype):
+    with _dtype_policy(dtype), random_init_skipped() if load_weights else contextlib.nullcontext():
         model = keras.saving.deserialize_keras_object(config)
     if load_weights:
         load_weights_file(model, os.path.join(path, WEIGHTS_FILE))
