@@ -117,3 +117,22 @@ def test_what_cannot_run_exits_non_zero_with_a_message(args, backend, message):
     assert result.returncode != 0
     assert re.search(message, result.stderr), result.stderr[-2000:]
     assert "| metric |" not in result.stdout
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="a shell wrapper: one backend's run covers it")
+def test_gpu_wrapper_refuses_an_unknown_mode_and_a_host_without_gpu(tmp_path):
+    import torch
+
+    wrapper = os.path.join(ROOT, "benchmarks", "run_on_gpu.sh")
+
+    def run(*args):
+        return subprocess.run(["bash", wrapper, *args], capture_output=True, text=True, timeout=600, check=False)
+
+    refused = run(str(tmp_path / "out"), "fast")
+    assert refused.returncode == 2 and "mode must be eager or compiled, not fast" in refused.stderr
+    assert not (tmp_path / "out").exists()
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible here")
+    no_gpu = run(str(tmp_path / "out"), "eager")
+    assert no_gpu.returncode != 0
+    assert "| metric |" not in no_gpu.stdout
