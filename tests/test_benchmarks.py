@@ -126,7 +126,9 @@ def test_gpu_wrapper_refuses_an_unknown_mode_and_a_host_without_gpu(tmp_path):
     wrapper = os.path.join(ROOT, "benchmarks", "run_on_gpu.sh")
 
     def run(*args):
-        return subprocess.run(["bash", wrapper, *args], capture_output=True, text=True, timeout=600, check=False)
+        return subprocess.run(
+            ["bash", wrapper, *args], capture_output=True, text=True, timeout=600, check=False
+        )
 
     refused = run(str(tmp_path / "out"), "fast")
     assert refused.returncode == 2 and "mode must be eager or compiled, not fast" in refused.stderr

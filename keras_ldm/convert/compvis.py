@@ -329,7 +329,7 @@ def conditioning_from_config(params, unet, first_stage):
         return {"cross_attention": kinds[_target(cond)]}
     latent, extra = first_stage.embed_dim, unet.in_channels - first_stage.embed_dim
     if cond == "__is_first_stage__" and extra == latent + 1:
-        return {"concat": "masks"}
+        return {"concat": "masks", "signed_masks": True}  # as scripts/inpaint.py conditions
     if _target(cond) == IDENTITY and extra == first_stage.in_channels:
         return {"concat": "low_res"}
     raise ValueError(

@@ -26,7 +26,7 @@ from keras import ops
 from keras_ldm.diffusion.compile import compile_function, sampling_loop
 from keras_ldm.diffusion.guidance import classifier_free_guidance
 from keras_ldm.diffusion.samplers import SAMPLERS
-from keras_ldm.models.conditioners import images_to_unit_range, masked_images, resize_to
+from keras_ldm.models.conditioners import images_to_unit_range, resize_to
 
 GENERATION_DEFAULTS = {
     "num_steps": 50,
@@ -325,9 +325,7 @@ class GenerationMixin:
             conditions["concat"] = resize_to(request["low_res"], height, width)
         if "images" in request:
             hole = ops.convert_to_tensor(request["hole"])
-            latents = self.encode_images(masked_images(request["images"], hole), sample=False)
-            latents = latents * ops.cast(self.scale_factor, latents.dtype)
-            conditions["concat"] = ops.concatenate([latents, resize_to(hole, height, width, "nearest")], -1)
+            conditions["concat"] = self.inpainting_condition(request["images"], hole, height, width)
             x0 = self.encode_images(request["images"], sample=False)
             known["x0"] = x0 * ops.cast(self.scale_factor, x0.dtype)
             known["keep"] = 1.0 - resize_to(hole, height, width, "nearest")

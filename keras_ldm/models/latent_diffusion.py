@@ -50,6 +50,10 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
         l_simple_weight, original_elbo_weight: CompVis' loss mix (see `NoiseSchedule.loss_weights`).
         p_uncond: probability of dropping the condition (empty prompt, null class, zero image) so
             that classifier-free guidance works.
+        signed_masks: inpainting only: condition as CompVis' released `inpainting_big` model does
+            (`scripts/inpaint.py`): the masked image with its hole at -1 (black) and the mask channel
+            in ±1 (+1 = fill). False (default): the hole at 0 and a 0/1 mask channel, as the shipped
+            `photo_inpaint` preset was trained.
         scale_factor: latents are multiplied by it (0.18215 for the released KL-f8 models).
         scale_by_std: replace `scale_factor` by 1 / std of the first training batch's latents,
             computed once and saved with the model.
@@ -89,6 +93,7 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
         l_simple_weight=1.0,
         original_elbo_weight=0.0,
         p_uncond=0.0,
+        signed_masks=False,
         scale_factor=1.0,
         scale_by_std=False,
         train_text_encoder=True,
@@ -110,7 +115,7 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
         self.schedule = schedule if schedule is not None else NoiseSchedule("linear", 1000, 0.00085, 0.012)
         self.parameterization, self.loss_type = parameterization, loss_type
         self.l_simple_weight, self.original_elbo_weight = l_simple_weight, original_elbo_weight
-        self.p_uncond, self.scale_by_std = p_uncond, scale_by_std
+        self.p_uncond, self.scale_by_std, self.signed_masks = p_uncond, scale_by_std, bool(signed_masks)
         self.train_text_encoder, self.seed, self.ema_decay = train_text_encoder, seed, ema_decay
         self.generation_defaults = _check_generation_defaults(generation_defaults)
         self._check_components()
@@ -233,11 +238,21 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
             condition = resize_to(low_res, height, width)
         else:
             masks = _masks(_require_input(inputs, "masks", "inpainting"))
-            encoded = self.encode_images(masked_images(images, masks), sample=False)
-            encoded = encoded * ops.cast(self.scale_factor, encoded.dtype)
-            condition = ops.concatenate([encoded, resize_to(masks, height, width, "nearest")], axis=-1)
+            condition = self.inpainting_condition(images, masks, height, width)
         keep = ops.cast(ops.logical_not(drop), condition.dtype)[:, None, None, None]
         return condition * keep
+
+    def inpainting_condition(self, images, masks, height, width):
+        """The concat channels of inpainting: the encoded masked image and the mask at latent size.
+
+        `images` in [-1, 1] `(B, H, W, 3)`, `masks` 0/1 `(B, H, W, 1)` (1 = fill); see `signed_masks`.
+        """
+        masked = masked_images(images, masks)
+        if self.signed_masks:  # CompVis masks in [0, 1] pixel space, then maps both to [-1, 1]
+            masked, masks = masked - masks, 2.0 * masks - 1.0
+        encoded = self.encode_images(masked, sample=False)
+        encoded = encoded * ops.cast(self.scale_factor, encoded.dtype)
+        return ops.concatenate([encoded, resize_to(masks, height, width, "nearest")], axis=-1)
 
     def call(self, inputs, training=False):
         """Diffusion forward of one batch: `{"prediction", "target", "timesteps"}`."""
@@ -433,6 +448,7 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
             "l_simple_weight": self.l_simple_weight,
             "original_elbo_weight": self.original_elbo_weight,
             "p_uncond": self.p_uncond,
+            "signed_masks": self.signed_masks,
             "scale_factor": float(keras.ops.convert_to_numpy(self.scale_factor)),
             "scale_by_std": self.scale_by_std,
             "train_text_encoder": self.train_text_encoder,

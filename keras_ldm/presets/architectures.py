@@ -284,6 +284,7 @@ def _inpainting_big():
         build_unet("inpainting_big"),
         build_first_stage("vq_f4_noattn"),
         concat="masks",
+        signed_masks=True,
         schedule=_schedule(0.0015, 0.0205),
         loss_type="l1",
         # scripts/inpaint.py: --steps 50, DDIM with eta 0

@@ -505,6 +505,7 @@ def test_inpainting_checkpoint_matches_diffusers(tmp_path):
     ckpt, config = paths
     model = LatentDiffusion.from_preset(ckpt, config=config)  # the user-facing door
     assert model.concat == "masks" and model.cross_attention is None
+    assert model.signed_masks  # conditioned as scripts/inpaint.py does
     assert isinstance(model.first_stage, VQAutoencoder) and not model.first_stage.encoder.mid_attention
     assert model.loss_type == "l1" and float(to_numpy(model.scale_factor)) == 1.0
     schedule = model.schedule.get_config()

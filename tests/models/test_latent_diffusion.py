@@ -143,6 +143,28 @@ def test_inpainting_concatenates_the_encoded_masked_image_and_the_mask():
     assert np.isfinite(ldm.fit(dataset(masks=masks), verbose=0).history["loss"][0])
 
 
+def test_signed_masks_condition_as_the_compvis_inpainting_script():
+    """scripts/inpaint.py: masked = (1 - m) * x with x in [0, 1], then image and mask mapped to [-1, 1]."""
+    vq = VQAutoencoder(ch=32, ch_mult=(1, 2), num_res_blocks=1, embed_dim=3, n_embed=16)
+    unet = UNet(in_channels=7, out_channels=3, model_channels=32, channel_mult=(1,), num_res_blocks=1,
+                attention_resolutions=(), num_heads=1)  # fmt: skip
+    ldm = LatentDiffusion(unet, vq, concat="masks", signed_masks=True)
+    masks = np.zeros((4, 8, 8, 1), "float32")
+    masks[:, 2:6, 2:6] = 1.0
+    unit = IMAGES.astype("float32") / 255.0
+    compvis_masked = 2.0 * (1.0 - masks) * unit - 1.0
+    condition = to_numpy(
+        ldm.concat_condition({"masks": masks}, 2.0 * unit - 1.0, (4, 4, 4, 3), np.zeros(4, bool))
+    )
+    np.testing.assert_allclose(condition[..., :3], to_numpy(vq.encode(compvis_masked)), atol=1e-5)
+    np.testing.assert_array_equal(condition[..., 3], 2.0 * masks[:, ::2, ::2, 0] - 1.0)
+    request = {"images": 2.0 * unit - 1.0, "hole": masks, "latent_size": (4, 4)}
+    conditions, _ = ldm._condition_tensors(request, 1.0, guided=False)  # generate() conditions the same way
+    np.testing.assert_allclose(to_numpy(conditions["concat"]), condition, atol=1e-6)
+    assert LatentDiffusion.from_config(ldm.get_config()).signed_masks
+    assert not LatentDiffusion(unet, vq, concat="masks").signed_masks  # the shipped preset's convention
+
+
 def test_text_conditioning_trains_ldm_bert_on_tokenized_prompts():
     vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "blue", "circle", "on"]
     tokenizer = LDMBertTokenizer(vocabulary, sequence_length=8)

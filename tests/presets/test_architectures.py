@@ -319,6 +319,7 @@ def test_conditioning_of_each_model():
 
     inpainting = build_stateless("ldm_inpainting_big")
     assert (inpainting.concat, inpainting.unet.in_channels, inpainting.loss_type) == ("masks", 7, "l1")
+    assert inpainting.signed_masks  # scripts/inpaint.py: the hole at -1, the mask channel in ±1
     # attn_type: none: no attention anywhere in the first stage, middle blocks included
     assert inpainting.first_stage.architecture["mid_attention"] is False
     assert inpainting.first_stage.architecture["attn_resolutions"] == []
