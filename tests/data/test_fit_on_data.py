@@ -11,29 +11,12 @@ from keras_ldm.data import (
     super_resolution_pairs,
 )
 from keras_ldm.models import (
-    AutoencoderKL,
     LatentDiffusion,
     LDMBertEncoder,
     LDMBertTokenizer,
-    UNet,
 )
-
-
-def tiny_unet(in_channels=4, context_dim=None):
-    return UNet(
-        in_channels=in_channels,
-        out_channels=4,
-        model_channels=32,
-        channel_mult=(1,),
-        num_res_blocks=1,
-        attention_resolutions=(1,) if context_dim else (),
-        num_heads=2,
-        context_dim=context_dim,
-    )
-
-
-def tiny_vae():
-    return AutoencoderKL(ch=32, ch_mult=(1,), num_res_blocks=1, embed_dim=4)
+from tests.tiny_models import fresh_unet as tiny_unet
+from tests.tiny_models import vae as tiny_vae
 
 
 def shapes_tokenizer():

@@ -7,7 +7,6 @@ import tensorflow as tf
 
 from keras_ldm.diffusion import NoiseSchedule
 from keras_ldm.models import (
-    AutoencoderKL,
     ClassEmbedder,
     LatentDiffusion,
     LDMBertEncoder,
@@ -16,27 +15,11 @@ from keras_ldm.models import (
     VQAutoencoder,
 )
 from tests.conftest import to_numpy
+from tests.tiny_models import fresh_unet as tiny_unet
+from tests.tiny_models import vae as tiny_vae
 
 RNG = np.random.default_rng(0)
 IMAGES = RNG.integers(0, 256, (4, 8, 8, 3)).astype("uint8")
-
-
-def tiny_unet(in_channels=4, context_dim=None):
-    return UNet(
-        in_channels=in_channels,
-        out_channels=4,
-        model_channels=32,
-        channel_mult=(1,),
-        num_res_blocks=1,
-        attention_resolutions=(1,) if context_dim else (),
-        num_heads=2,
-        context_dim=context_dim,
-    )
-
-
-def tiny_vae():
-    """f = 1 keeps compile times short; the down-sampling paths are covered by the parity tests."""
-    return AutoencoderKL(ch=32, ch_mult=(1,), num_res_blocks=1, embed_dim=4)
 
 
 def dataset(**extra):
