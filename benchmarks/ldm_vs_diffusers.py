@@ -137,6 +137,11 @@ class phase:
         print(f"[{time.perf_counter() - self.start:6.1f} s] {self.name}", file=sys.stderr, flush=True)
 
 
+def progress(message):
+    """A figure as soon as it is measured, to stderr: a run cut short (a device's time limit) keeps them."""
+    print(f"[measured] {message}", file=sys.stderr, flush=True)
+
+
 def fail(message):
     print(f"ldm_vs_diffusers.py: error: {message}", file=sys.stderr)
     sys.exit(2)
@@ -714,6 +719,12 @@ def measure_generation(side, device, args):
         results[batch] = attempt(
             lambda batch=batch: timed_calls(lambda: side.generate(batch), args.repeats)[:2]
         )
+        result = results[batch]
+        if isinstance(result, NotMeasured):
+            progress(f"{side.name} generation, batch {batch}: {result}")
+        else:
+            first, median = result
+            progress(f"{side.name} generation, batch {batch}: first call {first:.3g} s, then {median:.3g} s")
     return results, attempt(lambda: device.peak(baseline))
 
 
@@ -802,6 +813,8 @@ def main(argv=None):
     with phase("UNet forward"):
         flops = attempt(lambda: theirs.unet_flops(*unet_args))
         forward = {s.name: attempt(lambda s=s: s.unet_forward_seconds(*unet_args)) for s in sides}
+    for name, seconds in forward.items():
+        progress(f"{name} UNet forward, batch {unet_batch}: {_shown(seconds)} s (FLOPs: {_shown(flops)})")
 
     # training
     training = {}
@@ -814,6 +827,9 @@ def main(argv=None):
         for side in sides:
             with phase(f"{side.name} training"):
                 training[side.name] = attempt(lambda side=side: side.train(images, token_ids))
+            progress(
+                f"{side.name} training, batch {args.train_batch}: {_shown(training[side.name])} samples/s"
+            )
     else:
         training = {s.name: NotMeasured("--train-batch 0") for s in sides}
 
@@ -986,6 +1002,10 @@ def report(
         )
     if device_kind == "cpu":
         print(f"peak accelerator memory: n/a (CPU run); precision on CPU: {args.precision}.")
+
+
+def _shown(value):
+    return str(value) if isinstance(value, NotMeasured) else f"{value:.3g}"
 
 
 def _pick(value, fn):

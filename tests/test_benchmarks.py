@@ -87,6 +87,9 @@ def test_small_run_prints_every_row():
     else:
         assert rows[training_row][:2] == ["not measured (--train-batch 0)"] * 2
     assert "error" not in result.stdout
+    # each figure also goes to stderr when measured, so a run cut short keeps what it had
+    assert re.search(r"\[measured\] keras_ldm generation, batch 2: first call [0-9.e+-]+ s", result.stderr)
+    assert "[measured] diffusers UNet forward, batch 4:" in result.stderr
     assert "counted by torch.utils.flop_counter.FlopCounterMode" in result.stdout
     # the correctness line: same latents, float32 on CPU -> at most one grey level apart
     difference = re.search(r"max \|keras_ldm - diffusers\| = ([0-9.e+-]+) in \[0, 1\]", result.stdout)
