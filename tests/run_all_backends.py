@@ -19,7 +19,18 @@ def main(extra_args):
         start = time.time()
         env = dict(os.environ, KERAS_BACKEND=backend)
         code = subprocess.call(
-            [sys.executable, "-m", "pytest", "-q", "--doctest-modules", "keras_ldm", "tests", *extra_args],
+            # --durations: the slowest tests of each backend, where CI time goes
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "--durations=15",
+                "--doctest-modules",
+                "keras_ldm",
+                "tests",
+                *extra_args,
+            ],
             cwd=root,
             env=env,
         )
