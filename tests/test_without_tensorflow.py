@@ -22,7 +22,7 @@ unet = UNet(in_channels=4, out_channels=4, model_channels=32, channel_mult=(1,),
 images = LatentDiffusion(unet, vae).generate(batch_size=2, num_steps=2, height=8, width=8, seed=1)
 assert images.shape == (2, 8, 8, 3), images.shape
 
-# text-to-image: the BERT tokenizer falls back to plain Python (keras-hub needs TensorFlow)
+# text-to-image: the BERT tokenizer is plain Python (keras-hub, which needs TensorFlow, only for export)
 from keras_ldm.models import LDMBertEncoder, LDMBertTokenizer
 tokenizer = LDMBertTokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a", "red", "circle"], sequence_length=6)
 assert tokenizer.python_word_piece is not None

@@ -1,11 +1,11 @@
 """BERT word-piece tokenization of prompts for the LDM text encoder, like diffusers' LDM pipeline does it.
 
 `LDMTextToImagePipeline` calls `BertTokenizer(prompts, padding="max_length", max_length=77,
-truncation=True)`: `[CLS] word pieces [SEP]`, truncated to 77 and padded with `[PAD]`. keras-hub's
-`WordPieceTokenizer` and `StartEndPacker` (TensorFlow Text underneath) do the same here; keras-hub is
-imported only when a tokenizer is built, so `import keras_ldm` does not need TensorFlow. Without TensorFlow
-the same ids come from `word_piece.PythonWordPiece`, so text-to-image also runs on a JAX + CUDA or PyTorch
-host.
+truncation=True)`: `[CLS] word pieces [SEP]`, truncated to 77 and padded with `[PAD]`. Calling an
+`LDMBertTokenizer` does the same in plain Python (`word_piece.PythonWordPiece`), so text-to-image runs on a
+JAX + CUDA or PyTorch host without TensorFlow, and loading a preset imports neither TensorFlow nor
+keras-hub. The SavedModel export tokenizes inside its graph with keras-hub's `WordPieceTokenizer` and
+`StartEndPacker` (TensorFlow Text underneath), built on first use: the same ids (tested).
 """
 
 import unicodedata
@@ -14,7 +14,6 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_ldm.lazy_tensorflow import tensorflow_installed
 from keras_ldm.models.word_piece import PythonWordPiece
 
 SEQUENCE_LENGTH = 77
@@ -103,8 +102,25 @@ class LDMBertTokenizer:
         self.lowercase = lowercase
         self.strip_accents = strip_accents
         self.pieces = pieces
-        self.word_piece, self.packer = self._build(pieces) if tensorflow_installed() else (None, None)
-        self.python_word_piece = None if self.word_piece else self._build_python(pieces)
+        self.python_word_piece = self._build_python(pieces)
+        self._graph_ops = None
+
+    @property
+    def word_piece(self):
+        """keras-hub's `WordPieceTokenizer` on the same vocabulary, for tokenizing inside a TensorFlow graph
+        (the SavedModel export); built on first use, as it needs TensorFlow and keras-hub. Calling the
+        tokenizer tokenizes in plain Python, to the same ids, without importing either."""
+        return self._graph_tokenizer()[0]
+
+    @property
+    def packer(self):
+        """keras-hub's `StartEndPacker` that pairs with `word_piece`: `[CLS] ids [SEP] [PAD]...`."""
+        return self._graph_tokenizer()[1]
+
+    def _graph_tokenizer(self):
+        if self._graph_ops is None:
+            self._graph_ops = self._build(self.pieces)
+        return self._graph_ops
 
     def _build_python(self, pieces):
         special = [token for token in SPECIAL_TOKENS if token in pieces]
@@ -141,8 +157,6 @@ class LDMBertTokenizer:
     def __call__(self, prompts):
         """`prompts` (a str or a list of str) -> int32 token ids `(B, sequence_length)`."""
         prompts = [clean_text(prompt) for prompt in _as_prompts(prompts)]
-        if self.word_piece is not None:
-            return ops.cast(self.packer(self.word_piece(prompts)), "int32")
         return ops.convert_to_tensor(self._pack([self.python_word_piece(prompt) for prompt in prompts]))
 
     def _pack(self, rows):

@@ -16,7 +16,6 @@ from safetensors.numpy import load_file, save_file
 from transformers import BertTokenizer
 
 from keras_ldm.convert.ldm_bert import ldm_bert_from_diffusers, tokenizer_from_diffusers
-from keras_ldm.models import tokenizer as tokenizer_module
 from keras_ldm.models.text_encoder import LDMBertEncoder
 from keras_ldm.models.tokenizer import LDMBertTokenizer
 from tests.conftest import to_numpy
@@ -294,16 +293,36 @@ def test_tokenizer_matches_transformers(vocab_file):
     assert (ours[:, 0] == VOCABULARY.index("[CLS]")).all()
 
 
+HARD_PROMPTS = [
+    *PROMPTS,
+    "Ünïcode naïve café",
+    "x" * 101,
+    "circles" * 3,
+    "  ",
+    "a (red)-circle's",
+    "tab\there",
+]
+
+
 @pytest.mark.parametrize("lowercase", [True, False])
-def test_python_tokenizer_without_tensorflow_matches_transformers(vocab_file, monkeypatch, lowercase):
-    """Hosts without TensorFlow tokenize in plain Python, to the same ids."""
-    monkeypatch.setattr(tokenizer_module, "tensorflow_installed", lambda: False)
+def test_python_tokenizer_matches_transformers(vocab_file, lowercase):
+    """Tokenizing is plain Python (no TensorFlow or keras-hub import), to transformers' ids."""
     tokenizer = LDMBertTokenizer(vocab_file, lowercase=lowercase)
-    assert tokenizer.word_piece is None and tokenizer.python_word_piece is not None
-    prompts = [*PROMPTS, "Ünïcode naïve café", "x" * 101, "circles" * 3, "  ", "a (red)-circle's"]
-    expected = reference_ids(BertTokenizer(vocab_file, do_lower_case=lowercase), prompts)
-    np.testing.assert_array_equal(to_numpy(tokenizer(prompts)), expected)
+    expected = reference_ids(BertTokenizer(vocab_file, do_lower_case=lowercase), HARD_PROMPTS)
+    np.testing.assert_array_equal(to_numpy(tokenizer(HARD_PROMPTS)), expected)
+    assert tokenizer._graph_ops is None  # keras-hub's graph tokenizer is built only when asked for
     assert tokenizer.vocabulary_size == len(VOCABULARY) and tokenizer.token_to_id("[SEP]") == 3
+
+
+@pytest.mark.parametrize("lowercase", [True, False])
+def test_graph_tokenizer_of_the_export_gives_the_same_ids(vocab_file, lowercase):
+    """The SavedModel tokenizes with keras-hub's TensorFlow ops; `generate()` in Python: same ids."""
+    tf = pytest.importorskip("tensorflow")
+    from keras_ldm.export import tokenize_in_graph
+
+    tokenizer = LDMBertTokenizer(vocab_file, lowercase=lowercase)
+    in_graph = tf.function(lambda prompts: tokenize_in_graph(tokenizer, prompts))(tf.constant(HARD_PROMPTS))
+    np.testing.assert_array_equal(in_graph.numpy(), to_numpy(tokenizer(HARD_PROMPTS)))
 
 
 def test_cased_tokenizer_matches_transformers(vocab_file):
