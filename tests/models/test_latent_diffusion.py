@@ -86,9 +86,10 @@ def test_class_conditioning_drops_to_the_null_class(p_uncond, expected_null):
     is_null = np.all(np.isclose(context[:, 0], null), axis=-1)
     assert abs(is_null.mean() - expected_null) < 0.1
     np.testing.assert_array_equal(is_null, to_numpy(drop))
-    ldm.compile()
-    batches = dataset(labels=labels[:4], prompts=np.array(["unused"] * 4))  # prompts are dropped
-    assert np.isfinite(ldm.fit(batches, verbose=0).history["loss"][0])
+    if p_uncond == 0.5:  # one fit covers class training (each costs a train-step trace or compile)
+        ldm.compile()
+        batches = dataset(labels=labels[:4], prompts=np.array(["unused"] * 4))  # prompts are dropped
+        assert np.isfinite(ldm.fit(batches, verbose=0).history["loss"][0])
 
 
 def test_super_resolution_concatenates_the_low_res_image():
