@@ -1,4 +1,4 @@
-"""Building a model whose weights are loaded right after, without running its random initializers.
+"""Building a model whose weights are loaded right after, without running its initializers on the backend.
 
 On JAX every random initializer compiles an XLA program for each new variable shape: loading the shipped
 `shapes_t2i` preset took 23.7 s on a 2-core CPU, 21.7 s of it in 114 such compiles, all to draw values the
