@@ -6,10 +6,11 @@ from keras import ops
 from keras_ldm.layers.normalization import group_norm, layer_norm
 
 
-def multi_head_attention(query, key, value, num_heads):
+def multi_head_attention(query, key, value, num_heads, mask=None):
     """Scaled dot-product attention of `(B, T, C)` tensors split into `num_heads` heads.
 
-    Runs through `keras.ops.dot_product_attention` (flash attention where the backend has it).
+    Runs through `keras.ops.dot_product_attention` (flash attention where the backend has it);
+    `mask` is its boolean mask, broadcastable to `(B, heads, queries, keys)`.
 
     Example:
     >>> x = keras.ops.ones((2, 16, 32))
@@ -25,6 +26,7 @@ def multi_head_attention(query, key, value, num_heads):
         split_heads(query),
         split_heads(key),
         split_heads(value),
+        mask=mask,
         flash_attention=flash_attention_choice(query.shape[1], key.shape[1]),
     )
     return ops.reshape(out, (batch, -1, num_heads * (value.shape[-1] // num_heads)))

@@ -8,7 +8,7 @@ of the UNet.
 import keras
 from keras import ops
 
-from keras_ldm.layers.attention import flash_attention_choice, multi_head_attention
+from keras_ldm.layers.attention import multi_head_attention
 from keras_ldm.layers.normalization import layer_norm
 
 # Hugging Face activation names (`ACT2FN`) and the functions they stand for.
@@ -44,22 +44,8 @@ def padded_self_attention(query, key, value, num_heads, padding_mask=None):
     >>> tuple(padded_self_attention(x, x, x, num_heads=2, padding_mask=mask).shape)
     (2, 5, 16)
     """
-    if padding_mask is None:
-        return multi_head_attention(query, key, value, num_heads)
-    batch, head_dim = ops.shape(query)[0], query.shape[-1] // num_heads
-
-    def split_heads(t):
-        return ops.reshape(t, (batch, -1, num_heads, head_dim))
-
-    mask = ops.cast(padding_mask, "bool")[:, None, None, :]  # (B, heads, queries, keys)
-    out = ops.dot_product_attention(
-        split_heads(query),
-        split_heads(key),
-        split_heads(value),
-        mask=mask,
-        flash_attention=flash_attention_choice(query.shape[1], key.shape[1]),
-    )
-    return ops.reshape(out, (batch, -1, num_heads * head_dim))
+    mask = None if padding_mask is None else ops.cast(padding_mask, "bool")[:, None, None, :]
+    return multi_head_attention(query, key, value, num_heads, mask=mask)  # mask: (B, heads, queries, keys)
 
 
 def _normal(stddev):
