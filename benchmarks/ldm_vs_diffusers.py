@@ -498,10 +498,11 @@ class KerasSide:
     def unet_forward_seconds(self, x, t, context):
         from keras import ops
 
-        from keras_ldm.diffusion import compile_function
+        from keras_ldm.diffusion.compile import compile_function, traced_inference
 
         unet = self.model.unet
-        forward = compile_function(lambda x, t, c: unet(x, timesteps=t, context=c), unet)
+        call = traced_inference(unet)  # as generate() calls it (recorded once on PyTorch)
+        forward = compile_function(lambda x, t, c: call(x, timesteps=t, context=c), unet)
         x = ops.convert_to_tensor(np.transpose(x, (0, 2, 3, 1)))
         t, context = ops.convert_to_tensor(t), ops.convert_to_tensor(context)
         return timed_calls(lambda: ops.convert_to_numpy(forward(x, t, context)), self.args.repeats)[1]

@@ -23,7 +23,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_ldm.diffusion.compile import compile_function, sampling_loop
+from keras_ldm.diffusion.compile import compile_function, sampling_loop, traced_inference
 from keras_ldm.diffusion.guidance import classifier_free_guidance
 from keras_ldm.diffusion.samplers import SAMPLERS
 from keras_ldm.models.conditioners import images_to_unit_range, resize_to
@@ -368,7 +368,8 @@ class GenerationMixin:
         options = {"prediction_type": self.parameterization}
         if sampler == "ddim":
             options["eta"] = eta
-        return sampling_loop(sampler, self.unet, self._denoiser, self.schedule, num_steps, **options)
+        unet = self.__dict__.setdefault("_unet_inference", traced_inference(self.unet))  # recordings kept
+        return sampling_loop(sampler, unet, self._denoiser, self.schedule, num_steps, **options)
 
     def _denoiser(self, unet, conditions):
         def model(x, t, context=None):
