@@ -112,7 +112,7 @@ def test_a_failed_recording_warns_and_falls_back_to_eager(monkeypatch):
 
 @TORCH_ONLY
 def test_generate_records_the_unet_once_and_matches_eager_generation(monkeypatch):
-    import keras_ldm.models.generation as generation
+    from keras_ldm.models import generation
 
     options = dict(num_steps=3, guidance_scale=3.0, seed=1, height=16, width=16)
     keras.utils.set_random_seed(0)
