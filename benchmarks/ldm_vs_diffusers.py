@@ -466,10 +466,11 @@ class KerasSide:
         its own (generate() runs it inside its one compiled program)."""
         from keras import ops
 
-        from keras_ldm.diffusion import compile_function
+        from keras_ldm.diffusion.compile import compile_function, traced_inference
 
         model = self.model
-        encode = compile_function(lambda ids: model.text_encoder(ids), model.text_encoder)
+        call = traced_inference(model.text_encoder)  # recorded on PyTorch, as by a repeated generate()
+        encode = compile_function(lambda ids: call(ids), model.text_encoder)
 
         def run():
             context = encode(model.tokenizer(prompts(batch)))

@@ -330,9 +330,11 @@ class GenerationMixin:
             known["x0"] = x0 * ops.cast(self.scale_factor, x0.dtype)
             known["keep"] = 1.0 - resize_to(hole, height, width, "nearest")
         if self.cross_attention == "text":
-            conditions["context"] = self.text_encoder(request["token_ids"])
+            # Recorded from the second generate() on (the first encodes prompts and negatives eagerly).
+            encode = self._recorded("text_encoder", self.text_encoder, eager_calls=2)
+            conditions["context"] = encode(request["token_ids"])
             if guided:
-                conditions["unconditional"] = self.text_encoder(request["negative_token_ids"])
+                conditions["unconditional"] = encode(request["negative_token_ids"])
         if self.cross_attention == "class":
             labels = ops.convert_to_tensor(request["labels"], "int32")
             conditions["context"] = self.class_embedder(labels)
@@ -368,8 +370,16 @@ class GenerationMixin:
         options = {"prediction_type": self.parameterization}
         if sampler == "ddim":
             options["eta"] = eta
-        unet = self.__dict__.setdefault("_unet_inference", traced_inference(self.unet))  # recordings kept
+        unet = self._recorded("unet", self.unet)
         return sampling_loop(sampler, unet, self._denoiser, self.schedule, num_steps, **options)
+
+    def _recorded(self, name, layer, call=None, eager_calls=0):
+        """`traced_inference(layer, call, eager_calls)` kept with the model, so its recordings are reused
+        (on PyTorch; the call itself elsewhere)."""
+        recorded = self.__dict__.setdefault("_recorded_calls", {})
+        if name not in recorded:
+            recorded[name] = traced_inference(layer, call, eager_calls)
+        return recorded[name]
 
     def _denoiser(self, unet, conditions):
         def model(x, t, context=None):

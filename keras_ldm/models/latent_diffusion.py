@@ -196,8 +196,10 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
         return self.first_stage.encode(images)
 
     def decode_latents(self, latents):
-        """Scaled latents -> images in [-1, 1]."""
-        return self.first_stage.decode(latents / ops.cast(self.scale_factor, latents.dtype))
+        """Scaled latents -> images in [-1, 1]. On PyTorch without gradients, a shape decoded before is
+        decoded by a recording (see `keras_ldm.diffusion.compile.traced_inference`)."""
+        decode = self._recorded("decode", self.first_stage, self.first_stage.decode, eager_calls=1)
+        return decode(latents / ops.cast(self.scale_factor, latents.dtype))
 
     def _scaled(self, latents, training):
         if self.scale_by_std and training:
