@@ -466,10 +466,11 @@ class KerasSide:
         its own (generate() runs it inside its one compiled program)."""
         from keras import ops
 
-        from keras_ldm.diffusion.compile import compile_function, traced_inference
+        from keras_ldm.diffusion.compile import compile_function
+        from keras_ldm.traced_call import traced_call
 
         model = self.model
-        call = traced_inference(model.text_encoder)  # recorded on PyTorch, as by a repeated generate()
+        call = traced_call(model.text_encoder)  # recorded on PyTorch, as by a repeated generate()
         encode = compile_function(lambda ids: call(ids), model.text_encoder)
 
         def run():
@@ -499,10 +500,11 @@ class KerasSide:
     def unet_forward_seconds(self, x, t, context):
         from keras import ops
 
-        from keras_ldm.diffusion.compile import compile_function, traced_inference
+        from keras_ldm.diffusion.compile import compile_function
+        from keras_ldm.traced_call import traced_call
 
         unet = self.model.unet
-        call = traced_inference(unet)  # as generate() calls it (recorded once on PyTorch)
+        call = traced_call(unet)  # as generate() calls it (recorded once on PyTorch)
         forward = compile_function(lambda x, t, c: call(x, timesteps=t, context=c), unet)
         x = ops.convert_to_tensor(np.transpose(x, (0, 2, 3, 1)))
         t, context = ops.convert_to_tensor(t), ops.convert_to_tensor(context)

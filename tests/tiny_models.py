@@ -46,6 +46,7 @@ def text_model():
         encoder_attention_heads=2,
         head_dim=8,
         d_model=16,
+        dropout=0.0,  # deterministic training steps
     )
     tokenizer = LDMBertTokenizer(VOCABULARY, sequence_length=8)
     return LatentDiffusion(

@@ -3,8 +3,8 @@
 - JAX: `jax.jit`. A Keras model's variables are arguments of the jitted function (read through a
   `keras.StatelessScope`), never constants baked into the program.
 - TensorFlow: `tf.function(jit_compile=True)`; variables are captured by reference.
-- PyTorch: an eager loop under `torch.no_grad()`; the model it calls every step is recorded once with
-  `torch.jit.trace` (`traced_inference`), which removes Keras' per-layer Python cost.
+- PyTorch: an eager loop under `torch.no_grad()`; `generate()` calls its UNet through
+  `keras_ldm.traced_call`, which records it once with `torch.jit.trace` (no per-layer Python cost).
 
 Everything that varies between calls — the starting noise, the conditioning, the guidance scale,
 the seed, an inpainting mask — is a tensor argument, so changing its value does not recompile.
@@ -132,121 +132,6 @@ def compile_function(fn, model=None):
     raise ValueError(
         f"Unsupported Keras backend {backend!r} for sampling; use 'jax', 'tensorflow' or 'torch'."
     )
-
-
-def traced_inference(layer, call=None, eager_calls=0):
-    """`layer`'s inference call, made cheap to repeat: for the models `generate()` runs again and again.
-
-    On PyTorch the Keras layers' Python (layer calls, `keras.ops` dispatch) costs more than their kernels
-    at small and medium sizes; the returned callable records the forward pass once per input signature
-    (tensor shapes, dtypes and devices; other arguments by value) with `torch.jit.trace` and replays the
-    recorded kernels (measured: 47 -> 15 ms per forward of the `--small` benchmark UNet, 1 CPU thread).
-    The layer's variables are arguments of the recording, so new weights are used. With gradients
-    enabled, for inputs other than torch tensors and Python constants, or where recording fails (with a
-    warning), it calls as usual. On JAX and TensorFlow it returns the call itself: the whole loop is
-    compiled there.
-
-    Args:
-        layer: a built Keras layer whose variables `call` reads.
-        call: what to record, a function of tensors (default: `layer` itself), e.g. a method of
-            `layer`. It must depend only on its inputs' values and shapes: no random ops, no state
-            updates (a UNet or decoder at inference).
-        eager_calls: calls of a signature that run eagerly before it is recorded. Recording costs
-            about 20 eager calls; 0 suits the UNet of a sampling loop, 1 a decoder run once per
-            `generate()` (recorded when `generate()` repeats).
-
-    Returns:
-        A callable with the signature of `call`.
-
-    Example:
-    >>> layer = keras.layers.Dense(2)
-    >>> layer.build((None, 3))
-    >>> forward = traced_inference(layer)
-    >>> tuple(compile_function(lambda x: forward(x))(ops.ones((4, 3))).shape)
-    (4, 2)
-    """
-    call = layer if call is None else call
-    if keras.backend.backend() != "torch":
-        return call
-    return _TorchTracedInference(layer, call, eager_calls)
-
-
-_CONSTANT_TYPES = (type(None), bool, int, float, str)  # arguments a recording keeps as they were
-
-
-def _describe(leaf, is_tensor):
-    return (tuple(leaf.shape), leaf.dtype, leaf.device) if is_tensor else repr(leaf)
-
-
-class _TorchTracedInference:
-    """`traced_inference` on PyTorch: one `torch.jit.trace` recording per input signature."""
-
-    def __init__(self, layer, call, eager_calls):
-        self.layer, self.call, self.eager_calls = layer, call, eager_calls
-        self.recordings = {}  # signature -> recording, or None where recording failed
-        self.calls = {}  # signature -> eager calls so far
-        self.variables = None  # the layer's, listed at the first recording (when it is built)
-
-    def __call__(self, *args, **kwargs):
-        import torch
-
-        leaves = tree.flatten((args, kwargs))
-        is_tensor = [isinstance(leaf, torch.Tensor) for leaf in leaves]
-        recordable = not torch.is_grad_enabled() and all(  # numpy inputs or training: not recorded
-            tensor or isinstance(leaf, _CONSTANT_TYPES) for leaf, tensor in zip(leaves, is_tensor)
-        )
-        structure = tree.map_structure(lambda _: None, (args, kwargs))
-        key = (repr(structure), tuple(_describe(leaf, tensor) for leaf, tensor in zip(leaves, is_tensor)))
-        if not (recordable and self._ready(key)):
-            return self.call(*args, **kwargs)
-        self.variables = self.variables or list(self.layer.variables)
-        values = [variable.value for variable in self.variables]
-        tensors = [leaf for leaf, tensor in zip(leaves, is_tensor) if tensor]
-        if key not in self.recordings:
-            constants = [None if tensor else leaf for leaf, tensor in zip(leaves, is_tensor)]
-            self.recordings[key] = self._record(structure, constants, is_tensor, values, tensors)
-        recording = self.recordings[key]
-        if recording is None:
-            return self.call(*args, **kwargs)
-        with torch.jit.optimized_execution(False):  # no profiling runs: fast from the first call
-            return recording(values, tensors)
-
-    def _ready(self, key):
-        """Whether `key` is recorded or has had its `eager_calls`: counts the eager calls."""
-        if key in self.recordings:
-            return True
-        self.calls[key] = self.calls.get(key, 0) + 1
-        return self.calls[key] > self.eager_calls
-
-    def _record(self, structure, constants, is_tensor, values, tensors):
-        """`torch.jit.trace` of `call` for one signature: `recording(values, tensors)`, or None."""
-        import warnings
-
-        import torch
-
-        variables = self.variables
-
-        def forward(values, tensors):
-            filled, remaining = list(constants), iter(tensors)
-            for i, tensor in enumerate(is_tensor):
-                if tensor:
-                    filled[i] = next(remaining)
-            call_args, call_kwargs = tree.pack_sequence_as(structure, filled)
-            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
-                return self.call(*call_args, **call_kwargs)
-
-        try:
-            with warnings.catch_warnings():
-                # Deprecation notice, and shape checks in Python: fixed for one input signature.
-                warnings.simplefilter("ignore")
-                return torch.jit.trace(forward, (values, tensors), check_trace=False, strict=False)
-        except Exception as error:  # noqa: BLE001 - any failure to record falls back to plain calls
-            warnings.warn(
-                f"Could not record {self.layer.name!r} with torch.jit.trace ({type(error).__name__}: "
-                f"{error}); calling it eagerly instead.",
-                stacklevel=3,
-            )
-            return None
 
 
 def sampling_loop(sampler, model, denoise_builder, schedule, num_steps, **sampler_options):

@@ -11,6 +11,7 @@ from keras_ldm.layers.resnet import Downsample, ResBlock, Upsample, conv2d
 from keras_ldm.models.blocks import Stage, build_stage, mid_stage, run_mid_stage
 from keras_ldm.models.checks import check_feature_map
 from keras_ldm.presets.mixin import PresetMixin
+from keras_ldm.traced_call import kept_traced_call
 from keras_ldm.training.autoencoder_trainer import AutoencoderTrainer
 
 EPSILON = 1e-6  # GroupNorm epsilon of the CompVis autoencoders
@@ -303,6 +304,15 @@ class _Autoencoder(PresetMixin, keras.Model):
         """Spatial factor f between images and latents."""
         return self.encoder.downsample_factor
 
+    def _run_encoder(self, images, training):
+        """The encoder; on PyTorch recorded from the second call of a signature on (see
+        `keras_ldm.traced_call`: training steps and repeated `generate()` calls)."""
+        return kept_traced_call(self, "encoder", self.encoder, eager_calls=1)(images, training=training)
+
+    def _run_decoder(self, features, training):
+        """The decoder, recorded like the encoder."""
+        return kept_traced_call(self, "decoder", self.decoder, eager_calls=1)(features, training=training)
+
     def _check_images(self, images):
         check_feature_map(images, "images", self.in_channels, self.downsample_factor)
 
@@ -346,12 +356,12 @@ class AutoencoderKL(AutoencoderTrainer, _Autoencoder):
     def encode(self, images, training=None):
         """Images `(B, H, W, in_channels)` -> the posterior over latents."""
         self._check_images(images)
-        return DiagonalGaussian(self.quant_conv(self.encoder(images, training=training)))
+        return DiagonalGaussian(self.quant_conv(self._run_encoder(images, training)))
 
     def decode(self, latents, training=None):
         """Latents `(B, h, w, embed_dim)` -> images `(B, h*f, w*f, out_channels)`."""
         self._check_latents(latents)
-        return self.decoder(self.post_quant_conv(latents), training=training)
+        return self._run_decoder(self.post_quant_conv(latents), training)
 
     def call(self, images, sample_posterior=False, seed=None, training=None):
         """Reconstruction of `images` (from the posterior mean unless `sample_posterior`)."""
@@ -402,7 +412,7 @@ class VQAutoencoder(AutoencoderTrainer, _Autoencoder):
     def encode(self, images, training=None):
         """Images -> pre-quantisation latents `(B, h, w, embed_dim)`."""
         self._check_images(images)
-        return self.quant_conv(self.encoder(images, training=training))
+        return self.quant_conv(self._run_encoder(images, training))
 
     def quantize_latents(self, latents):
         """Nearest-code quantisation: dict of `quantized`, `loss`, `indices`, `perplexity`."""
@@ -414,11 +424,11 @@ class VQAutoencoder(AutoencoderTrainer, _Autoencoder):
         self._check_latents(latents)
         if not force_not_quantize:
             latents = self.quantizer(latents)["quantized"]
-        return self.decoder(self.post_quant_conv(latents), training=training)
+        return self._run_decoder(self.post_quant_conv(latents), training)
 
     def decode_indices(self, indices, training=None):
         """Code indices `(B, h, w)` -> images."""
-        return self.decoder(self.post_quant_conv(self.quantizer.lookup(indices)), training=training)
+        return self._run_decoder(self.post_quant_conv(self.quantizer.lookup(indices)), training)
 
     def call(self, images, training=None):
         """Reconstruction of `images` through the codebook."""

@@ -23,10 +23,11 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_ldm.diffusion.compile import compile_function, sampling_loop, traced_inference
+from keras_ldm.diffusion.compile import compile_function, sampling_loop
 from keras_ldm.diffusion.guidance import classifier_free_guidance
 from keras_ldm.diffusion.samplers import SAMPLERS
 from keras_ldm.models.conditioners import images_to_unit_range, resize_to
+from keras_ldm.traced_call import kept_traced_call
 
 GENERATION_DEFAULTS = {
     "num_steps": 50,
@@ -331,7 +332,7 @@ class GenerationMixin:
             known["keep"] = 1.0 - resize_to(hole, height, width, "nearest")
         if self.cross_attention == "text":
             # Recorded from the second generate() on (the first encodes prompts and negatives eagerly).
-            encode = self._recorded("text_encoder", self.text_encoder, eager_calls=2)
+            encode = kept_traced_call(self, "text_encoder", self.text_encoder, eager_calls=2)
             conditions["context"] = encode(request["token_ids"])
             if guided:
                 conditions["unconditional"] = encode(request["negative_token_ids"])
@@ -370,16 +371,8 @@ class GenerationMixin:
         options = {"prediction_type": self.parameterization}
         if sampler == "ddim":
             options["eta"] = eta
-        unet = self._recorded("unet", self.unet)
+        unet = kept_traced_call(self, "unet", self.unet)
         return sampling_loop(sampler, unet, self._denoiser, self.schedule, num_steps, **options)
-
-    def _recorded(self, name, layer, call=None, eager_calls=0):
-        """`traced_inference(layer, call, eager_calls)` kept with the model, so its recordings are reused
-        (on PyTorch; the call itself elsewhere)."""
-        recorded = self.__dict__.setdefault("_recorded_calls", {})
-        if name not in recorded:
-            recorded[name] = traced_inference(layer, call, eager_calls)
-        return recorded[name]
 
     def _denoiser(self, unet, conditions):
         def model(x, t, context=None):

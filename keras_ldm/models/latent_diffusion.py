@@ -19,6 +19,7 @@ from keras_ldm.presets.files import copy_variables, save_preset
 from keras_ldm.presets.mixin import PresetMixin
 from keras_ldm.training.ema import ExponentialMovingAverage, ema_train_step
 from keras_ldm.training.schedules import LinearWarmup
+from keras_ldm.traced_call import kept_traced_call
 from keras_ldm.training.seeds import saved_seed_generator
 
 CROSS_ATTENTION_SOURCES = (None, "text", "class")
@@ -196,10 +197,8 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
         return self.first_stage.encode(images)
 
     def decode_latents(self, latents):
-        """Scaled latents -> images in [-1, 1]. On PyTorch without gradients, a shape decoded before is
-        decoded by a recording (see `keras_ldm.diffusion.compile.traced_inference`)."""
-        decode = self._recorded("decode", self.first_stage, self.first_stage.decode, eager_calls=1)
-        return decode(latents / ops.cast(self.scale_factor, latents.dtype))
+        """Scaled latents -> images in [-1, 1]."""
+        return self.first_stage.decode(latents / ops.cast(self.scale_factor, latents.dtype))
 
     def _scaled(self, latents, training):
         if self.scale_by_std and training:
@@ -215,14 +214,17 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
             return ops.zeros((batch_size,), dtype="bool")
         return keras.random.uniform((batch_size,), seed=self.seed_generator) < self.p_uncond
 
-    def context(self, inputs, drop):
+    def context(self, inputs, drop, training=False):
         """The cross-attention context of a batch (`None` without cross-attention)."""
         if self.cross_attention == "text":
             token_ids = _require_input(inputs, "token_ids", "text conditioning (tokenize `prompts` first)")
             token_ids = ops.cast(token_ids, "int32")
             if self._null_token_ids is not None:
                 token_ids = ops.where(drop[:, None], ops.convert_to_tensor(self._null_token_ids), token_ids)
-            return self.text_encoder(token_ids)
+            # `training` passed explicitly: Keras' inherited flag is reset by any earlier inner call that
+            # passes one (the first stage's `training=None`), which silenced the encoder's dropout.
+            encode = kept_traced_call(self, "text_encoder", self.text_encoder, eager_calls=2)
+            return encode(token_ids, training=training)
         if self.cross_attention == "class":
             labels = ops.cast(_require_input(inputs, "labels", "class conditioning"), "int32")
             if self.class_embedder.null_label is not None:
@@ -269,8 +271,8 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
         unet_input = (
             noisy if concat is None else ops.concatenate([noisy, ops.cast(concat, noisy.dtype)], axis=-1)
         )
-        prediction = self.unet(
-            unet_input, timesteps=timesteps, context=self.context(inputs, drop), training=training
+        prediction = kept_traced_call(self, "unet", self.unet)(
+            unet_input, timesteps=timesteps, context=self.context(inputs, drop, training), training=training
         )
         target = self.schedule.training_target(latents, noise, timesteps, self.parameterization)
         return {"prediction": prediction, "target": target, "timesteps": timesteps}

@@ -383,3 +383,22 @@ def test_hybrid_conditioning_uses_cross_attention_and_concat_together():
     assert np.isfinite(history[0])
     with pytest.raises(ValueError, match="missing \\['labels'\\]"):
         ldm.fit(dataset(low_res=low_res), verbose=0)
+
+
+def test_the_text_encoder_runs_in_training_mode_in_a_training_step(monkeypatch):
+    # Keras' inherited `training` flag is reset by an earlier inner call passing one (the frozen first
+    # stage's), so LatentDiffusion passes it to the text encoder itself: its dropout acts in training.
+    from tests import tiny_models
+
+    model = tiny_models.text_model()
+    seen = []
+    call = model.text_encoder.call
+    monkeypatch.setattr(
+        model.text_encoder,
+        "call",
+        lambda *a, training=None, **k: seen.append(training) or call(*a, training=training, **k),
+    )
+    batch = {"images": IMAGES[:2], "token_ids": model.tokenizer(["a red circle", "a blue circle"])}
+    model(batch, training=True)
+    model(batch, training=False)
+    assert seen == [True, False]
