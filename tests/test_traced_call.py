@@ -112,8 +112,11 @@ def test_random_draws_numpy_inputs_and_gradient_checkpointing_are_not_recorded()
     drawn = keras.layers.Lambda(lambda x: x + keras.random.normal(ops.shape(x)))  # the global generator
     for layer in (seeded, drawn):
         forward = traced_call(layer)
-        x = ops.ones((2, 64))
-        first, second = (ops.convert_to_numpy(no_grad(lambda: forward(x, training=True))) for _ in range(2))
+
+        def draw(forward=forward):
+            return ops.convert_to_numpy(no_grad(lambda: forward(ops.ones((2, 64)), training=True)))
+
+        first, second = draw(), draw()
         assert not np.array_equal(first, second)  # a new draw each call, not one recorded draw
         assert list(forward.recordings.values()) == [None]
 

@@ -17,9 +17,9 @@ from keras_ldm.models.conditioners import images_to_unit_range, masked_images, r
 from keras_ldm.models.generation import GENERATION_DEFAULTS, GenerationMixin
 from keras_ldm.presets.files import copy_variables, save_preset
 from keras_ldm.presets.mixin import PresetMixin
+from keras_ldm.traced_call import kept_traced_call
 from keras_ldm.training.ema import ExponentialMovingAverage, ema_train_step
 from keras_ldm.training.schedules import LinearWarmup
-from keras_ldm.traced_call import kept_traced_call
 from keras_ldm.training.seeds import saved_seed_generator
 
 CROSS_ATTENTION_SOURCES = (None, "text", "class")
