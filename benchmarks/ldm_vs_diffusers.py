@@ -12,12 +12,15 @@ What is timed (median of `--repeats` calls after a warm-up call of the same shap
   prompts), the compiled DDIM loop with classifier-free guidance on a doubled batch, decode, uint8;
 - diffusers: `pipeline(prompts, ..., output_type="np")` and the same rounding to uint8 (under bf16,
   `output_type="pt"` and `.float()`: numpy has no bfloat16);
-- UNet forward: one call on the guidance batch (compiled on JAX/TensorFlow, eager `no_grad` on torch);
+- UNet forward: one call on the guidance batch (compiled on JAX/TensorFlow; on torch `no_grad` and
+  recorded by `keras_ldm.traced_call`, as `generate()` calls it);
   TFLOP/s = FLOPs counted by `torch.utils.flop_counter.FlopCounterMode` on the diffusers UNet
   (convolutions, matmuls, attention; 2 FLOPs per multiply-add) / time;
 - training: keras_ldm `train_on_batch` (AdamW) vs a PyTorch AdamW step on the diffusers modules doing
   the same work (frozen VAE encode + posterior sample, q_sample, LDMBert and UNet forward/backward,
-  MSE); bf16 mixed precision on GPU, float32 on CPU unless `--precision` says otherwise.
+  MSE); bf16 mixed precision on GPU, float32 on CPU unless `--precision` says otherwise; after
+  `TRAIN_WARMUP_STEPS` untimed steps on both sides (on PyTorch, keras_ldm records its UNet, first-stage
+  encoder and text encoder in the first three steps, see `keras_ldm.traced_call`).
 
 Run one Keras backend per process:
 
@@ -114,6 +117,9 @@ SMALL = dict(
 )
 
 
+TRAIN_WARMUP_STEPS = 3
+
+
 class NotMeasured:
     """A table cell that holds why a figure is missing instead of a number."""
 
@@ -176,7 +182,7 @@ def parse_args(argv):
         "--precision", choices=PRECISIONS, help="default: mixed_bfloat16 on GPU, float32 on CPU"
     )
     parser.add_argument("--train-batch", type=int, help="training batch size (0: skip training)")
-    parser.add_argument("--train-steps", type=int, help="timed training steps after the warm-up step")
+    parser.add_argument("--train-steps", type=int, help="timed training steps after the warm-up steps")
     parser.add_argument(
         "--freeze-text-encoder",
         action="store_true",
@@ -511,7 +517,7 @@ class KerasSide:
         return timed_calls(lambda: ops.convert_to_numpy(forward(x, t, context)), self.args.repeats)[1]
 
     def train(self, images, token_ids):
-        """(samples/s over `train_steps` steps after a warm-up step, description)."""
+        """Samples/s over `train_steps` steps after `TRAIN_WARMUP_STEPS` warm-up steps."""
         from keras import ops
 
         model = self.model
@@ -528,7 +534,7 @@ class KerasSide:
                 logs = model.train_on_batch(batch, return_dict=True)
             return float(logs["loss"])
 
-        steps(1)
+        steps(TRAIN_WARMUP_STEPS)
         start = time.perf_counter()
         loss = steps(self.args.train_steps)
         seconds = time.perf_counter() - start
@@ -698,7 +704,8 @@ class DiffusersSide:
             optimizer.zero_grad(set_to_none=True)
             return loss
 
-        step()
+        for _ in range(TRAIN_WARMUP_STEPS):
+            step()
         self.sync()
         start = time.perf_counter()
         for _ in range(self.args.train_steps):
@@ -1002,7 +1009,7 @@ def report(
         print(
             f"training: keras_ldm train_on_batch after LatentDiffusion.compile() (AdamW, lr 1e-4, weight decay "
             f"0.01; Keras resolved jit_compile={ours.jit_compile}) vs torch.optim.AdamW on the same modules; "
-            f"{args.precision}; timed over {args.train_steps} steps after one warm-up step."
+            f"{args.precision}; timed over {args.train_steps} steps after {TRAIN_WARMUP_STEPS} warm-up steps."
         )
     if device_kind == "cpu":
         print(f"peak accelerator memory: n/a (CPU run); precision on CPU: {args.precision}.")
