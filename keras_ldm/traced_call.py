@@ -42,7 +42,7 @@ def traced_call(layer, call=None, eager_calls=0):
             that `generate()` calls once (recorded when `generate()` repeats).
 
     Returns:
-        A callable with the signature of `call`.
+        A callable with the signature of `call` (on PyTorch, `layer`'s attributes read through).
 
     Example:
     >>> layer = keras.layers.Dense(2)
@@ -116,6 +116,11 @@ class _TorchTracedCall:
             return self.call(*args, **kwargs)
         with torch.jit.optimized_execution(False):  # no profiling runs: fast from the first call
             return recording(*values, *tensors)
+
+    def __getattr__(self, name):  # what a caller reads off the layer (its config, sublayers)
+        if name == "layer":  # not set yet (e.g. while copying): no recursion
+            raise AttributeError(name)
+        return getattr(self.layer, name)
 
     def _ready(self, key):
         """Whether `key` is recorded or has had its `eager_calls`: counts the eager calls."""

@@ -55,6 +55,7 @@ def test_recording_equals_eager_for_new_values_and_records_once_per_shape():
         inputs = random_inputs(2, seed)
         np.testing.assert_allclose(traced(forward, *inputs), eager(unet, *inputs), atol=1e-5)
     assert len(forward.recordings) == 1
+    assert forward.context_dim == unet.context_dim  # the layer's attributes read through
     inputs = random_inputs(3, 0)
     np.testing.assert_allclose(traced(forward, *inputs), eager(unet, *inputs), atol=1e-5)
     assert len(forward.recordings) == 2

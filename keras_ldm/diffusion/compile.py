@@ -3,8 +3,9 @@
 - JAX: `jax.jit`. A Keras model's variables are arguments of the jitted function (read through a
   `keras.StatelessScope`), never constants baked into the program.
 - TensorFlow: `tf.function(jit_compile=True)`; variables are captured by reference.
-- PyTorch: an eager loop under `torch.no_grad()`; `generate()` calls its UNet through
-  `keras_ldm.traced_call`, which records it once with `torch.jit.trace` (no per-layer Python cost).
+- PyTorch: an eager loop under `torch.no_grad()`; the Keras model is called through
+  `keras_ldm.traced_call`, which records it once per shape with `torch.jit.trace` (no per-layer Python
+  cost).
 
 Everything that varies between calls — the starting noise, the conditioning, the guidance scale,
 the seed, an inpainting mask — is a tensor argument, so changing its value does not recompile.
@@ -19,6 +20,8 @@ import math
 
 import keras
 from keras import ops, tree
+
+from keras_ldm.traced_call import traced_call
 
 
 def make_noise_sampler(seed, shape, dtype="float32"):
@@ -186,7 +189,8 @@ def make_sampling_fn(sampler, model, denoise_builder, schedule, num_steps, **sam
     Args:
         sampler: a sampler name (`"ddpm"`, `"ddim"`, `"plms"`, `"dpmpp_2m"`, `"euler"`) or function.
         model: the (built) Keras model the denoiser calls, any other callable, or None; handed to
-            `denoise_builder` as is.
+            `denoise_builder` as is, except that on PyTorch a Keras model comes wrapped by
+            `keras_ldm.traced_call` (same call signature and attributes, recorded once per shape).
         denoise_builder: `denoise_builder(model, inputs) -> denoise(x, t)`; `inputs` is the dict
             handed to `sample` (as tensors), e.g. contexts and the guidance scale for
             `guidance.classifier_free_guidance`.
@@ -211,7 +215,10 @@ def make_sampling_fn(sampler, model, denoise_builder, schedule, num_steps, **sam
     >>> tuple(sample(ops.ones((1, 4, 4, 2)), inputs, seed=3).shape)
     (1, 4, 4, 2)
     """
-    run = sampling_loop(sampler, model, denoise_builder, schedule, num_steps, **sampler_options)
+    recorded = (
+        traced_call(model) if isinstance(model, keras.layers.Layer) else model
+    )  # PyTorch: recorded once
+    run = sampling_loop(sampler, recorded, denoise_builder, schedule, num_steps, **sampler_options)
     compiled = compile_function(run, model)
 
     def sample(initial_noise, inputs=None, seed=0, mask=None, x0=None):
