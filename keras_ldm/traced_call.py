@@ -4,8 +4,7 @@ On the torch backend a Keras layer's Python (layer calls, `keras.ops` dispatch) 
 kernels at small and medium sizes: 168 layer calls and about 980 `keras.ops` calls per forward of the
 `--small` benchmark UNet take 47 ms, its kernels 15 ms. `torch.jit.trace` records the kernels once and
 replays them without that Python. JAX and TensorFlow compile whole programs instead, so there the call
-is returned unchanged. This is the one torch-specific module outside `diffusion.compile` and
-`training.gradients`.
+is returned unchanged. torch is imported lazily.
 """
 
 import keras
@@ -24,8 +23,9 @@ def traced_call(layer, call=None, eager_calls=0):
     weights are used and gradients reach them.
 
     It calls as usual (no recording) where a recording would be wrong or cannot be made:
-    - a call that updates state, e.g. draws from a `SeedGenerator` (dropout in training): a recording
-      would repeat the same draw;
+    - a call that updates state, e.g. draws from a `SeedGenerator` (seeded dropout in training): a
+      recording would repeat the same draw. (Unseeded Keras dropout draws from PyTorch's global
+      generator; recorded, it draws anew on each call, as eagerly.)
     - gradients on and `layer.gradient_checkpointing` set: a recording would keep every activation;
     - inputs other than torch tensors and Python constants (e.g. numpy arrays);
     - `torch.jit.trace` failing (with a warning).
@@ -58,8 +58,8 @@ def traced_call(layer, call=None, eager_calls=0):
 
 
 def kept_traced_call(owner, name, layer, call=None, eager_calls=0):
-    """`traced_call(layer, call, eager_calls)` kept in `owner` under `name` (made at the first use), so
-    its recordings are reused by later calls.
+    """`traced_call(layer, call, eager_calls)` kept in `owner` under `name`, so its recordings are
+    reused by later calls; made anew when `layer` is no longer the one it records (e.g. a replaced UNet).
 
     Example:
     >>> layer = keras.layers.Dense(2)
@@ -68,7 +68,7 @@ def kept_traced_call(owner, name, layer, call=None, eager_calls=0):
     True
     """
     kept = owner.__dict__.setdefault("_traced_calls", {})
-    if name not in kept:
+    if getattr(kept.get(name), "layer", None) is not layer:
         kept[name] = traced_call(layer, call, eager_calls)
     return kept[name]
 
@@ -135,9 +135,7 @@ class _TorchTracedCall:
 
         import torch
 
-        variables = self.variables
-
-        count = len(values)
+        variables, count = self.variables, len(values)
 
         def forward(*flat):  # one flat argument list: torch.jit.trace refuses empty lists
             values, tensors = flat[:count], flat[count:]

@@ -8,7 +8,7 @@ import pytest
 from keras import ops
 
 from keras_ldm.diffusion.compile import compile_function
-from keras_ldm.traced_call import traced_call
+from keras_ldm.traced_call import kept_traced_call, traced_call
 from tests import tiny_models
 
 BACKEND = keras.backend.backend()
@@ -200,3 +200,16 @@ def test_training_records_its_models_and_matches_eager_training(monkeypatch):
     np.testing.assert_allclose(losses, eager_losses, rtol=1e-5)
     for weight, eager_weight in zip(model.get_weights(), eager_model.get_weights()):
         np.testing.assert_allclose(weight, eager_weight, atol=1e-6)
+
+
+@TORCH_ONLY
+def test_a_kept_recording_follows_a_replaced_layer():
+    class Owner:
+        pass
+
+    owner, (x, t, context) = Owner(), random_inputs(2, 0)
+    first, second = tiny_models.unet(context_dim=6), tiny_models.unet(context_dim=6, scale=0.2)
+    assert kept_traced_call(owner, "unet", first) is kept_traced_call(owner, "unet", first)
+    replaced = kept_traced_call(owner, "unet", second)  # e.g. `model.unet = other_unet`
+    assert replaced.layer is second
+    np.testing.assert_allclose(traced(replaced, x, t, context), eager(second, x, t, context), atol=1e-5)

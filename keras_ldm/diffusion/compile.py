@@ -215,9 +215,8 @@ def make_sampling_fn(sampler, model, denoise_builder, schedule, num_steps, **sam
     >>> tuple(sample(ops.ones((1, 4, 4, 2)), inputs, seed=3).shape)
     (1, 4, 4, 2)
     """
-    recorded = (
-        traced_call(model) if isinstance(model, keras.layers.Layer) else model
-    )  # PyTorch: recorded once
+    is_layer = isinstance(model, keras.layers.Layer)
+    recorded = traced_call(model) if is_layer else model  # on PyTorch recorded once per shape
     run = sampling_loop(sampler, recorded, denoise_builder, schedule, num_steps, **sampler_options)
     compiled = compile_function(run, model)
 
