@@ -36,7 +36,8 @@ def traced_call(layer, call=None, eager_calls=0):
         layer: a built Keras layer whose variables `call` reads.
         call: what to record, a function of tensors returning a tensor or a tuple/list/dict of them
             (default: `layer`), e.g. a method of `layer`. Its Python may depend on shapes, not on
-            tensor values.
+            tensor values. Pass `training` to it explicitly: a recording does not see the flag Keras
+            hands down from an enclosing layer call.
         eager_calls: calls of a signature that run eagerly before it is recorded. Recording costs
             about 20 eager calls: 0 suits a UNet called every sampling or training step, 1 a decoder
             that `generate()` calls once (recorded when `generate()` repeats).
