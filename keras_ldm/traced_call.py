@@ -10,6 +10,11 @@ is returned unchanged. torch is imported lazily.
 import keras
 from keras import tree
 
+try:  # Keras-private, no public equivalent: reads variables uncast inside a mixed-precision layer call
+    from keras.src.backend import AutocastScope
+except ImportError:  # then nothing is recorded
+    AutocastScope = None
+
 _CONSTANT_TYPES = (type(None), bool, int, float, str)  # arguments a recording keeps as they were
 
 
@@ -19,8 +24,8 @@ def traced_call(layer, call=None, eager_calls=0):
     On PyTorch the returned callable records `call` once per input signature (tensor shapes, dtypes and
     devices, other arguments by value, whether gradients are on) with `torch.jit.trace` and replays the
     recorded kernels (measured on the `--small` benchmark UNet, 1 CPU thread: forward 47 -> 15 ms,
-    forward + backward 81 -> 31 ms). The layer's variables are arguments of the recording, so new
-    weights are used and gradients reach them.
+    forward + backward 81 -> 31 ms). The layer's stored variable values are arguments of the recording,
+    so new weights are used and gradients reach them; the layer casts them itself, as it does eagerly.
 
     It calls as usual (no recording) where a recording would be wrong or cannot be made:
     - a call that updates state, e.g. draws from a `SeedGenerator` (seeded dropout in training): a
@@ -53,7 +58,7 @@ def traced_call(layer, call=None, eager_calls=0):
     (4, 2)
     """
     call = layer if call is None else call
-    if keras.backend.backend() != "torch":
+    if keras.backend.backend() != "torch" or AutocastScope is None:
         return call
     return _TorchTracedCall(layer, call, eager_calls)
 
@@ -107,7 +112,8 @@ class _TorchTracedCall:
         if not (recordable and self._ready(key)):
             return self.call(*args, **kwargs)
         self.variables = self.variables or list(self.layer.variables)
-        values = [variable.value for variable in self.variables]
+        with AutocastScope(None):  # stored values, not cast copies: the layer casts them, as eagerly
+            values = [variable.value for variable in self.variables]
         tensors = [leaf for leaf, tensor in zip(leaves, is_tensor) if tensor]
         if key not in self.recordings:
             constants = [None if tensor else leaf for leaf, tensor in zip(leaves, is_tensor)]
@@ -145,7 +151,9 @@ class _TorchTracedCall:
                 if tensor:
                     filled[i] = next(remaining)
             call_args, call_kwargs = tree.pack_sequence_as(structure, filled)
-            with keras.StatelessScope(state_mapping=list(zip(variables, values))) as scope:
+            with AutocastScope(None):  # the scope would cast the values to an enclosing call's dtype
+                scope = keras.StatelessScope(state_mapping=list(zip(variables, values)))
+            with scope:
                 before = dict(scope.state_mapping)
                 outputs = self.call(*call_args, **call_kwargs)
                 if scope.state_mapping.keys() != before.keys() or any(

@@ -213,3 +213,28 @@ def test_a_kept_recording_follows_a_replaced_layer():
     replaced = kept_traced_call(owner, "unet", second)  # e.g. `model.unet = other_unet`
     assert replaced.layer is second
     np.testing.assert_allclose(traced(replaced, x, t, context), eager(second, x, t, context), atol=1e-5)
+
+
+@TORCH_ONLY
+def test_a_recording_inside_a_mixed_precision_call_reads_the_stored_weights():
+    # Inside an enclosing mixed-precision layer call Keras hands out bfloat16 copies of the variables;
+    # a float32 layer must still compute with its float32 weights, as it does eagerly.
+    keras.utils.set_random_seed(0)
+    unet = tiny_models.unet(context_dim=6)
+    forward = traced_call(unet)
+
+    class Parent(keras.layers.Layer):
+        def __init__(self, call, **kwargs):
+            super().__init__(dtype="mixed_bfloat16", **kwargs)
+            self.inner, self.unet = call, unet
+
+        def call(self, x, t, context):
+            return self.inner(x, timesteps=t, context=context)
+
+    x, t, context = random_inputs(2, 0)
+    inside = ops.convert_to_numpy(no_grad(lambda: Parent(forward)(x, t, context)))
+    outside = traced(forward, x, t, context)
+    np.testing.assert_allclose(
+        inside, ops.convert_to_numpy(no_grad(lambda: Parent(unet)(x, t, context))), atol=1e-5
+    )
+    np.testing.assert_allclose(outside, eager(unet, x, t, context), atol=1e-5)

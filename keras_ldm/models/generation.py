@@ -27,7 +27,6 @@ from keras_ldm.diffusion.compile import compile_function, sampling_loop
 from keras_ldm.diffusion.guidance import classifier_free_guidance
 from keras_ldm.diffusion.samplers import SAMPLERS
 from keras_ldm.models.conditioners import images_to_unit_range, resize_to
-from keras_ldm.traced_call import kept_traced_call
 
 GENERATION_DEFAULTS = {
     "num_steps": 50,
@@ -331,8 +330,7 @@ class GenerationMixin:
             known["x0"] = x0 * ops.cast(self.scale_factor, x0.dtype)
             known["keep"] = 1.0 - resize_to(hole, height, width, "nearest")
         if self.cross_attention == "text":
-            # Recorded from the second generate() on (the first encodes prompts and negatives eagerly).
-            encode = kept_traced_call(self, "text_encoder", self.text_encoder, eager_calls=2)
+            encode = self._recorded_text_encoder()
             conditions["context"] = encode(request["token_ids"])
             if guided:
                 conditions["unconditional"] = encode(request["negative_token_ids"])
@@ -371,8 +369,9 @@ class GenerationMixin:
         options = {"prediction_type": self.parameterization}
         if sampler == "ddim":
             options["eta"] = eta
-        unet = kept_traced_call(self, "unet", self.unet)
-        return sampling_loop(sampler, unet, self._denoiser, self.schedule, num_steps, **options)
+        return sampling_loop(
+            sampler, self._recorded_unet(), self._denoiser, self.schedule, num_steps, **options
+        )
 
     def _denoiser(self, unet, conditions):
         def model(x, t, context=None):

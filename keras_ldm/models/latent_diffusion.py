@@ -208,6 +208,15 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
             self.scale_factor_ready.assign(1.0)
         return latents * ops.cast(self.scale_factor, latents.dtype)
 
+    def _recorded_unet(self):
+        """The UNet, recorded on PyTorch once per input signature (see `keras_ldm.traced_call`)."""
+        return kept_traced_call(self, "unet", self.unet)
+
+    def _recorded_text_encoder(self):
+        """The text encoder, recorded on PyTorch from the third call of a signature on: a first
+        `generate()` encodes prompts and negatives eagerly, a repeated one pays for the recording."""
+        return kept_traced_call(self, "text_encoder", self.text_encoder, eager_calls=2)
+
     def condition_dropout(self, batch_size, training):
         """A boolean `(B,)` mask of the examples whose condition is dropped (probability `p_uncond`)."""
         if not training or self.p_uncond == 0:
@@ -223,8 +232,7 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
                 token_ids = ops.where(drop[:, None], ops.convert_to_tensor(self._null_token_ids), token_ids)
             # `training` passed explicitly: Keras' inherited flag is reset by any earlier inner call that
             # passes one (the first stage's `training=None`), which silenced the encoder's dropout.
-            encode = kept_traced_call(self, "text_encoder", self.text_encoder, eager_calls=2)
-            return encode(token_ids, training=training)
+            return self._recorded_text_encoder()(token_ids, training=training)
         if self.cross_attention == "class":
             labels = ops.cast(_require_input(inputs, "labels", "class conditioning"), "int32")
             if self.class_embedder.null_label is not None:
@@ -271,7 +279,7 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
         unet_input = (
             noisy if concat is None else ops.concatenate([noisy, ops.cast(concat, noisy.dtype)], axis=-1)
         )
-        prediction = kept_traced_call(self, "unet", self.unet)(
+        prediction = self._recorded_unet()(
             unet_input, timesteps=timesteps, context=self.context(inputs, drop, training), training=training
         )
         target = self.schedule.training_target(latents, noise, timesteps, self.parameterization)
