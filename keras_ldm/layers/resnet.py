@@ -3,21 +3,10 @@
 import keras
 from keras import ops
 
+from keras_ldm.layers.conv import conv2d
 from keras_ldm.layers.normalization import group_norm
 
 DOWNSAMPLE_PADDINGS = ("symmetric", "asymmetric")
-
-
-def conv2d(channels, kernel_size=3, strides=1, zero_init=False, name=None):
-    """A channels-last Conv2D; `kernel_size` 3 uses symmetric 1-pixel zero padding."""
-    return keras.layers.Conv2D(
-        channels,
-        kernel_size,
-        strides=strides,
-        padding="same" if strides == 1 else "valid",
-        kernel_initializer="zeros" if zero_init else "glorot_uniform",
-        name=name,
-    )
 
 
 def upsample_nearest(x):

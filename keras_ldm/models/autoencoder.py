@@ -4,10 +4,11 @@ import keras
 from keras import ops
 
 from keras_ldm.layers.attention import AttnBlock
+from keras_ldm.layers.conv import conv2d
 from keras_ldm.layers.distributions import DiagonalGaussian
 from keras_ldm.layers.normalization import group_norm
 from keras_ldm.layers.quantizer import VectorQuantizer
-from keras_ldm.layers.resnet import Downsample, ResBlock, Upsample, conv2d
+from keras_ldm.layers.resnet import Downsample, ResBlock, Upsample
 from keras_ldm.models.blocks import Stage, build_stage, mid_stage, run_mid_stage
 from keras_ldm.models.checks import check_feature_map
 from keras_ldm.presets.mixin import PresetMixin

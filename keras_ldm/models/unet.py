@@ -4,9 +4,10 @@ import keras
 from keras import ops
 
 from keras_ldm.layers.attention import AttnBlock, SpatialTransformer
+from keras_ldm.layers.conv import conv2d
 from keras_ldm.layers.embeddings import TimestepEmbedding
 from keras_ldm.layers.normalization import group_norm
-from keras_ldm.layers.resnet import Downsample, ResBlock, Upsample, conv2d
+from keras_ldm.layers.resnet import Downsample, ResBlock, Upsample
 from keras_ldm.models.blocks import Stage, apply_attention, build_stage, mid_stage, run_mid_stage
 from keras_ldm.models.checks import check_batch, check_feature_map, check_sequence
 
