@@ -1,15 +1,14 @@
-"""PyTorch-only: the two layers where Keras' torch backend copies channels-last activations.
+"""PyTorch-only: convolution and GroupNorm of channels-last tensors without Keras' layout copies.
 
-Keras runs channels-last (`(B, H, W, C)`) data through PyTorch's channels-first kernels by copying: its
-`Conv2D` copies each input to NCHW and then back to channels-last memory (two full copies per conv, and
-two more in the backward pass), and its `GroupNormalization` is a dozen elementwise ops. Here the
-NCHW *view* of a channels-last tensor (already in PyTorch's `channels_last` memory format) goes straight to
-`torch.nn.functional.conv2d` (bias fused) and `group_norm`, and the result is viewed back as
-channels-last: no copies, one kernel each. Same weights and the same numbers as the Keras ops.
+Keras' torch backend runs channels-last (`(B, H, W, C)`) tensors through PyTorch's channels-first
+kernels by copying: its `Conv2D` copies each input to contiguous NCHW and then again to `channels_last`
+memory (two full copies per conv, two more in the backward pass), and its `GroupNormalization` is a dozen
+elementwise ops. Here a tensor is handed to PyTorch as its NCHW *view* (`permute`, no copy), whatever
+its memory layout, and the result is viewed back as channels-last. PyTorch's kernels follow the memory
+layout they are given, so after the first GroupNorm the activations live in NCHW memory, as in
+diffusers, while Keras code sees `(B, H, W, C)`. Same weights and the same numbers as the Keras ops.
 
-Measured on the `--small` LDM of `benchmarks/ldm_vs_diffusers.py` (CPU, one thread): a training step
-about 100 -> 70 ms. Only `keras_ldm.layers.conv` and `keras_ldm.layers.normalization` call these, and
-only on the torch backend.
+Only `keras_ldm.layers.conv` and `keras_ldm.layers.normalization` call these, and only on torch.
 """
 
 import torch.nn.functional as F
@@ -41,11 +40,12 @@ def conv2d_channels_last(inputs, kernel, bias, strides, padding):
 
 
 def group_norm_channels_last(inputs, groups, gamma, beta, epsilon):
-    """GroupNorm over the last (channel) axis of `inputs` with PyTorch's kernel, centred first.
+    """GroupNorm over the last (channel) axis of `inputs` with PyTorch's kernel for contiguous NCHW data.
 
-    PyTorch's kernel for channels-last memory takes the variance as E[x^2] - E[x]^2 (measured: an error
-    of 3.3 where the two-pass variance gives 6e-3, on a group of mean 1000 and spread 0.01), so the group
-    means are subtracted first; the kernel then normalizes centred data.
+    That kernel takes Welford moments; the one for channels-last memory takes E[x^2] - E[x]^2 (measured: an
+    error of 3.3 where this gives 6e-3, on a group of mean 1000 and spread 0.01) and is slower on small
+    feature maps. The NCHW view is copied only when it is not contiguous already (it is after a
+    convolution of such data), and the result stays in NCHW memory, viewed as channels-last.
 
     Example:
     >>> import torch
@@ -53,8 +53,5 @@ def group_norm_channels_last(inputs, groups, gamma, beta, epsilon):
     >>> [round(v, 3) for v in y[0, :, 0].tolist()]
     [-1.213, 0.728]
     """
-    shape = inputs.shape
-    grouped = inputs.reshape(*shape[:-1], groups, shape[-1] // groups)
-    reduced = [axis for axis in range(1, grouped.dim()) if axis != grouped.dim() - 2]
-    centred = (grouped - grouped.mean(dim=reduced, keepdim=True)).reshape(shape)
-    return F.group_norm(centred.movedim(-1, 1), groups, gamma, beta, epsilon).movedim(1, -1)
+    channels_first = inputs.movedim(-1, 1).contiguous()
+    return F.group_norm(channels_first, groups, gamma, beta, epsilon).movedim(1, -1)
