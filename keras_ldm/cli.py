@@ -9,6 +9,7 @@ keras-ldm export --preset shapes_t2i --out ./serving/shapes_t2i/1 --num-steps 50
 """
 
 import argparse
+import os
 import sys
 
 import numpy as np
@@ -41,7 +42,7 @@ def read_image(path, name):
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"))
     except (OSError, ValueError) as error:
-        raise SystemExit(f"keras-ldm: --{name} {path!r} is not a readable image: {error}") from error
+        raise ValueError(f"--{name} {path!r} is not a readable image: {error}") from error
 
 
 def read_mask(path):
@@ -49,8 +50,17 @@ def read_mask(path):
     return (read_image(path, "mask").mean(axis=-1) > 127.5).astype("float32")
 
 
+INPUT_FLAGS = {"image": "--image", "mask": "--mask", "prompt": "--prompt", "label": "--label"}
+
+
 def generation_inputs(args, model):
-    """The `generate()` inputs of the command line, by the kind of model."""
+    """The `generate()` inputs of the command line, by the kind of model; a flag it would ignore is an error."""
+    used = {"low_res": {"image"}, "masks": {"image", "mask"}}.get(model.concat)
+    used = used or {"text": {"prompt"}, "class": {"label"}}.get(model.cross_attention, set())
+    ignored = [flag for name, flag in INPUT_FLAGS.items() if getattr(args, name) and name not in used]
+    if ignored:
+        expected = ", ".join(INPUT_FLAGS[name] for name in sorted(used)) or "none (unconditional)"
+        raise ValueError(f"this preset does not use {', '.join(ignored)}; its inputs: {expected}.")
     if model.concat == "low_res":
         return {"images": read_image(_required(args.image, "--image", "super-resolution"), "image")}
     if model.concat == "masks":
@@ -68,8 +78,20 @@ def generation_inputs(args, model):
 
 def _required(value, flag, purpose):
     if not value:
-        raise SystemExit(f"keras-ldm: {purpose} needs {flag}.")
+        raise ValueError(f"{purpose} needs {flag}.")
     return value
+
+
+def checked_image_path(path):
+    """`path` for a new image file: its extension must name a format PIL writes; its folder is created."""
+    from PIL import Image
+
+    if os.path.isdir(path):
+        raise ValueError(f"--out {path!r} is a folder; give a file name such as {os.path.join(path, 'grid.png')!r}.")
+    if os.path.splitext(path)[1].lower() not in Image.registered_extensions():
+        raise ValueError(f"--out {path!r} needs an image file extension such as .png or .jpg.")
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    return path
 
 
 def run_generate(args):
@@ -77,6 +99,7 @@ def run_generate(args):
 
     from keras_ldm import LatentDiffusion
 
+    out = checked_image_path(args.out)
     model = LatentDiffusion.from_preset(args.preset)
     options = {
         key: getattr(args, key)
@@ -87,8 +110,8 @@ def run_generate(args):
     if inputs is None:
         options["batch_size"] = args.num_images
     images = model.generate(inputs, seed=args.seed, **options)
-    Image.fromarray(image_grid(images, args.columns)).save(args.out)
-    print(f"wrote {args.out} ({len(images) if images.ndim == 4 else 1} images)")
+    Image.fromarray(image_grid(images, args.columns)).save(out)
+    print(f"wrote {out} ({len(images) if images.ndim == 4 else 1} images)")
 
 
 def run_presets(args):
@@ -121,9 +144,24 @@ def run_export(args):
     print(f"wrote {args.out} (SavedModel, signature 'serving_default')")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line (`keras-ldm generate: --num-images: ...`), exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def positive_int(text):
+    """An argparse type: an int >= 1."""
+    value = int(text) if text.lstrip("+").isdigit() else None
+    if value is None or value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an int >= 1")
+    return value
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="keras-ldm", description="Latent diffusion models in Keras 3.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="keras-ldm", description="Latent diffusion models in Keras 3.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     generate = commands.add_parser("generate", help="generate images from a preset into a PNG grid")
     generate.add_argument("--preset", default="shapes_t2i", help="preset name, folder, or hf://org/name")
@@ -132,18 +170,18 @@ def build_parser():
     generate.add_argument("--image", help="input image: low-res for super-resolution, photo for inpainting")
     generate.add_argument("--mask", help="inpainting mask image (white = fill)")
     generate.add_argument("--label", type=int, action="append", help="class label (repeat for several)")
-    generate.add_argument("--num-images", type=int, default=1, help="images per prompt / label")
-    generate.add_argument("--num-steps", type=int)
+    generate.add_argument("--num-images", type=positive_int, default=1, help="images per prompt / label")
+    generate.add_argument("--num-steps", type=positive_int)
     generate.add_argument("--guidance-scale", type=float)
     generate.add_argument("--sampler")
     generate.add_argument("--eta", type=float)
     generate.add_argument(
         "--temperature", type=float, help="starting-noise scale (below 1: closer, less varied)"
     )
-    generate.add_argument("--height", type=int)
-    generate.add_argument("--width", type=int)
+    generate.add_argument("--height", type=positive_int)
+    generate.add_argument("--width", type=positive_int)
     generate.add_argument("--seed", type=int, default=0)
-    generate.add_argument("--columns", type=int)
+    generate.add_argument("--columns", type=positive_int)
     generate.add_argument("--out", default="generated.png")
     generate.set_defaults(run=run_generate)
 
@@ -160,12 +198,12 @@ def build_parser():
     export = commands.add_parser("export", help="preset -> TF Serving SavedModel")
     export.add_argument("--preset", required=True, help="preset name, folder, or hf://org/name")
     export.add_argument("--out", required=True, help="SavedModel folder, e.g. ./serving/<model>/1")
-    export.add_argument("--num-steps", type=int)
+    export.add_argument("--num-steps", type=positive_int)
     export.add_argument("--guidance-scale", type=float, help="default of the signature's guidance_scale")
     export.add_argument("--sampler")
     export.add_argument("--eta", type=float)
-    export.add_argument("--height", type=int)
-    export.add_argument("--width", type=int)
+    export.add_argument("--height", type=positive_int)
+    export.add_argument("--width", type=positive_int)
     export.add_argument("--overwrite", action="store_true", help="replace a SavedModel already in --out")
     export.set_defaults(run=run_export)
     return parser
@@ -175,7 +213,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, OSError, ImportError) as error:  # a user's mistake: one line, no traceback
         print(f"keras-ldm {args.command}: {error}", file=sys.stderr)
         return 2
     return 0

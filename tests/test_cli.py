@@ -1,5 +1,9 @@
 """The `keras-ldm` command line: presets, generate (text, super-resolution, inpainting) and convert."""
 
+import os
+import re
+import shlex
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -92,13 +96,61 @@ def test_convert_rewrites_a_preset_folder(tmp_path, text_preset):
     )
 
 
-def test_bad_requests_fail_with_a_message(tmp_path, text_preset, capsys):
-    assert main(["generate", "--preset", "no_such_preset", "--out", str(tmp_path / "x.png")]) == 2
-    assert "Unknown preset 'no_such_preset'" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="needs --prompt"):
-        main(["generate", "--preset", text_preset, "--out", str(tmp_path / "x.png")])
-    assert main(["generate", "--preset", text_preset, "--prompt", "a", "--num-steps", "0"]) == 2
-    assert "num_steps=0" in capsys.readouterr().err
+def _image_file(path, shape):
+    Image.fromarray(np.zeros(shape, "uint8")).save(path)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--preset", "no_such_preset"], "Unknown preset 'no_such_preset'"),
+        ([], "needs --prompt"),
+        (["--prompt", "a", "--num-images", "0"], "--num-images: '0' is not an int >= 1"),
+        (["--prompt", "a", "--num-steps", "-3"], "--num-steps: '-3' is not an int >= 1"),
+        (["--prompt", "a", "--height", "x"], "--height: 'x' is not an int >= 1"),
+        (["--prompt", "a", "--guidance-scale", "nan"], "guidance_scale=nan"),
+        (["--prompt", "a", "--sampler", "heun"], "sampler='heun'"),
+        (["--prompt", "a", "--out", "{tmp}/grid"], "needs an image file extension"),
+        (["--prompt", "a", "--out", "{tmp}"], "is a folder"),
+        (["--prompt", "a", "--image", "{tmp}/a.png"], "does not use --image"),
+        (["--prompt", "a", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    ],
+)
+def test_bad_requests_exit_2_with_one_line_and_no_traceback(tmp_path, text_preset, capsys, flags, message):
+    _image_file(tmp_path / "a.png", (8, 8, 3))
+    flags = [flag.replace("{tmp}", str(tmp_path)) for flag in flags]
+    out = ["--out", str(tmp_path / "x.png")] if "--out" not in flags else []
+    preset = ["--preset", text_preset] if "--preset" not in flags else []
+    try:
+        code = main(["generate", *preset, *out, *flags])
+    except SystemExit as exit:  # argparse
+        code = exit.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and "Traceback" not in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "x.png").exists()
+
+
+def test_unreadable_images_are_named(tmp_path, capsys):
+    sr = str(tmp_path / "sr")
+    LatentDiffusion(unet(in_channels=7), vae(), concat="low_res").save_to_preset(sr)
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    for image in ("missing.png", "broken.png"):
+        code = main(["generate", "--preset", sr, "--image", str(tmp_path / image), "--out", str(tmp_path / "o.png")])
+        assert code == 2 and f"--image '{tmp_path / image}' is not a readable image" in capsys.readouterr().err
+
+
+def test_the_readme_command_writes_into_a_folder_that_does_not_exist_yet(tmp_path, monkeypatch):
+    """The README's first command (shipped preset, three prompts, `--out outputs/shapes.png` in a fresh
+    clone), at 2 steps: `outputs/` is created."""
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")).read()
+    command = re.search(r"keras-ldm (generate --preset shapes_t2i .*?--out \S+)", readme).group(1)
+    monkeypatch.chdir(tmp_path)
+    args = shlex.split(command) + ["--num-steps", "2"]
+    assert main(args) == 0
+    out = tmp_path / args[args.index("--out") + 1]
+    assert os.path.dirname(args[args.index("--out") + 1])  # the README's --out is inside a folder
+    assert np.asarray(Image.open(out)).shape == (2 * 64, 8 * 64, 3)  # 3 prompts x 4 images: 8 columns, 2 rows
 
 
 def test_image_grid_fills_rows_in_order():

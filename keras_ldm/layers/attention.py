@@ -1,5 +1,7 @@
 """Attention layers: the autoencoder's spatial self-attention and the UNet's SpatialTransformer."""
 
+import functools
+
 import keras
 from keras import ops
 
@@ -18,6 +20,9 @@ def multi_head_attention(query, key, value, num_heads, mask=None):
     (2, 16, 32)
     """
     batch = ops.shape(query)[0]
+    out_dtype = value.dtype
+    if _float16_attention_unsupported(query.dtype):
+        query, key, value = (ops.cast(t, "float32") for t in (query, key, value))
 
     def split_heads(t):
         return ops.reshape(t, (batch, -1, num_heads, t.shape[-1] // num_heads))
@@ -29,7 +34,31 @@ def multi_head_attention(query, key, value, num_heads, mask=None):
         mask=mask,
         flash_attention=flash_attention_choice(query.shape[1], key.shape[1]),
     )
-    return ops.reshape(out, (batch, -1, num_heads * (value.shape[-1] // num_heads)))
+    out = ops.reshape(out, (batch, -1, num_heads * (value.shape[-1] // num_heads)))
+    return ops.cast(out, out_dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _jax_default_platform():
+    """The platform (`"cpu"`, `"gpu"`, `"tpu"`) of JAX's default device."""
+    return keras.distribution.list_devices()[0].split(":")[0].lower()
+
+
+def _float16_attention_unsupported(dtype):
+    """Whether `ops.dot_product_attention` of `dtype` tensors must run in float32 instead.
+
+    JAX's attention multiplies float16 queries and keys with the `F16_F16_F32` dot algorithm (float32
+    logits), which XLA implements on GPUs only: on CPU (and TPU) a compiled program fails with "The
+    precision 'F16_F16_F32' is not supported by dot_general on CPU". There the attention runs in float32
+    and its output is cast back to float16. bfloat16, float32 and the other backends keep their dtype.
+
+    Example:
+    >>> _float16_attention_unsupported("float32")
+    False
+    """
+    if keras.backend.standardize_dtype(dtype) != "float16" or keras.backend.backend() != "jax":
+        return False
+    return _jax_default_platform() != "gpu"
 
 
 def flash_attention_choice(query_length, key_length):

@@ -25,7 +25,7 @@ from keras import ops
 
 from keras_ldm.diffusion.compile import compile_function, sampling_loop
 from keras_ldm.diffusion.guidance import classifier_free_guidance
-from keras_ldm.diffusion.samplers import SAMPLERS
+from keras_ldm.models import generation_inputs as checks
 from keras_ldm.models.conditioners import images_to_unit_range, resize_to
 
 GENERATION_DEFAULTS = {
@@ -88,6 +88,8 @@ class GenerationMixin:
         ((2, 16, 16, 3), dtype('uint8'))
         """
         options = self.sampling_options(num_steps, guidance_scale, sampler, eta, temperature)
+        seed = checks.check_seed(seed)
+        upscale = checks.check_positive_int(upscale, "upscale")
         kwargs = dict(options, seed=seed, height=height, width=width, upscale=upscale, use_ema=use_ema)
         if _is_dataset(inputs):
             if latents is not None:
@@ -181,8 +183,7 @@ class GenerationMixin:
         }
         defaults = dict(GENERATION_DEFAULTS, **(self.generation_defaults or {}))
         options = {key: defaults[key] if value is None else value for key, value in given.items()}
-        _check_sampling_options(**options, num_timesteps=self.schedule.num_timesteps)
-        return options
+        return checks.check_sampling_options(**options, num_timesteps=self.schedule.num_timesteps)
 
     def _generate_dataset(self, dataset, verbose, **kwargs):
         batches = []
@@ -212,16 +213,16 @@ class GenerationMixin:
         latents=None,
         batch_size=1,
     ):
+        if latents is not None and self.concat is None and self.cross_attention is None:
+            batch_size = len(latents)  # unconditional: the latents give the batch
         request, tensors = self._sampling_request(inputs, batch_size, height, width, upscale)
         guided = self.cross_attention is not None and float(guidance_scale) != 1.0
         if latents is None:
             noise_shape = (request["batch"], *request["latent_size"], self.latent_channels)
             latents = _gaussian(noise_shape, seed)
-        elif tuple(latents.shape[1:]) != (*request["latent_size"], self.latent_channels):
-            raise ValueError(
-                f"`latents` has shape {tuple(latents.shape)}; expected "
-                f"(B, {request['latent_size'][0]}, {request['latent_size'][1]}, {self.latent_channels})."
-            )
+        else:
+            latent_shape = (*request["latent_size"], self.latent_channels)
+            latents = checks.check_latents(latents, request["batch"], latent_shape)
         with self.ema_scope() if use_ema else contextlib.nullcontext():
             tensors.update(self._token_ids(request, guided))
             if "low_res" in tensors:
@@ -271,37 +272,39 @@ class GenerationMixin:
         (see `_condition_tensors`; text models get their token ids from `_token_ids`)."""
         factor = self.first_stage.downsample_factor
         request, tensors = {"squeeze": False}, {}
+        kind = self.concat or self.cross_attention
+        purpose = {
+            "low_res": "super-resolution",
+            "masks": "inpainting",
+            "text": "text-to-image",
+            "class": "class-conditional generation",
+        }.get(kind)
+        if kind is not None:
+            checks.check_input_keys(inputs, kind, purpose)
         if self.concat == "low_res":
-            low_res = _image_input(inputs, "images", "super-resolution")
+            low_res, request["squeeze"] = checks.image_input(inputs, "images", purpose)
             height, width = low_res.shape[1] * upscale, low_res.shape[2] * upscale
             tensors["low_res"] = images_to_unit_range(low_res)
             batch = low_res.shape[0]
         elif self.concat == "masks":
-            original = _image_input(inputs, "images", "inpainting")
-            masks = _mask_input(inputs, original.shape)
+            original, request["squeeze"] = checks.image_input(inputs, "images", purpose)
+            masks = checks.mask_input(inputs, original.shape)
             height, width, batch = original.shape[1], original.shape[2], original.shape[0]
-            tensors.update(original=np.asarray(original), hole=masks, images=images_to_unit_range(original))
+            tensors.update(original=original, hole=masks, images=images_to_unit_range(original))
         elif self.cross_attention == "text":
-            prompts, negatives, request["squeeze"] = _prompt_input(inputs)
+            prompts, negatives, request["squeeze"] = checks.prompt_input(inputs)
             request.update(prompts=prompts, negative_prompts=negatives)
             batch = len(prompts)
         elif self.cross_attention == "class":
-            labels = np.asarray(_dict_input(inputs, "labels", "class-conditional generation")).reshape(-1)
-            tensors["labels"] = labels.astype("int32")
-            batch = len(labels)
+            tensors["labels"] = checks.label_input(inputs, self.class_embedder.num_classes)
+            batch = len(tensors["labels"])
         else:
             if inputs is not None:
-                raise ValueError(f"This model is unconditional; pass `batch_size`, not inputs={inputs!r}.")
-            batch = batch_size
-        height = height or self.default_size()
-        width = width or self.default_size()
+                raise ValueError(f"This model is unconditional; pass `batch_size`, not inputs={inputs!r:.80}.")
+            batch = checks.check_positive_int(batch_size, "batch_size")
         multiple = factor * 2 ** (len(self.unet.channel_mult) - 1)
-        for name, size in (("height", height), ("width", width)):
-            if size <= 0 or size % multiple:
-                raise ValueError(
-                    f"{name}={size}; it must be a positive multiple of {multiple} (first-stage factor "
-                    f"{factor} times the UNet's down-sampling)."
-                )
+        height = checks.check_size(height, "height", self.default_size(), multiple, factor)
+        width = checks.check_size(width, "width", self.default_size(), multiple, factor)
         request.update(batch=batch, latent_size=(height // factor, width // factor))
         return request, tensors
 
@@ -389,26 +392,6 @@ class GenerationMixin:
         return lambda x, t: model(x, t, conditions.get("context"))
 
 
-def _check_sampling_options(num_steps, guidance_scale, sampler, eta, temperature, num_timesteps):
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler={sampler!r}; expected one of {sorted(SAMPLERS)}.")
-    if (
-        isinstance(num_steps, bool)
-        or not isinstance(num_steps, (int, np.integer))
-        or not 1 <= num_steps < num_timesteps
-    ):
-        raise ValueError(f"num_steps={num_steps!r}; expected an int in [1, {num_timesteps - 1}].")
-    if eta < 0:
-        raise ValueError(f"eta={eta!r}; expected a value >= 0.")
-    if guidance_scale < 0:
-        raise ValueError(f"guidance_scale={guidance_scale!r}; expected a value >= 0 (1 = no guidance).")
-    if (
-        isinstance(temperature, bool)
-        or not isinstance(temperature, (int, float))
-        or not 0 <= temperature <= 10
-    ):
-        raise ValueError(f"temperature={temperature!r}; expected a number in [0, 10] (1 = plain sampling).")
-
 
 def _is_dataset(inputs):
     return hasattr(inputs, "element_spec") and hasattr(inputs, "cardinality")
@@ -426,56 +409,8 @@ def _from_dataset_element(element):
     return value
 
 
-def _dict_input(inputs, key, purpose):
-    if not isinstance(inputs, dict) or key not in inputs:
-        raise ValueError(f"{purpose} takes a dict with {key!r}; got {type(inputs).__name__}: {inputs!r:.80}.")
-    return inputs[key]
 
 
-def _image_input(inputs, key, purpose):
-    images = np.asarray(_dict_input(inputs, key, purpose))
-    if images.ndim == 3:
-        images = images[None]
-    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-        raise ValueError(
-            f"`{key}` for {purpose} must be uint8 RGB images (B, H, W, 3) or (H, W, 3); "
-            f"got dtype {images.dtype} and shape {images.shape}."
-        )
-    return images
-
-
-def _mask_input(inputs, image_shape):
-    masks = np.asarray(_dict_input(inputs, "masks", "inpainting")).astype("float32")
-    if masks.ndim == 2:
-        masks = masks[None]
-    if masks.ndim == 3:
-        masks = masks[..., None]
-    if masks.shape != (*image_shape[:3], 1) or not np.isin(masks, (0.0, 1.0)).all():
-        raise ValueError(
-            f"`masks` must hold 0/1 values with the images' size {image_shape[:3]}; got shape {masks.shape} "
-            f"and values {np.unique(masks)[:5]}."
-        )
-    return masks
-
-
-def _prompt_input(inputs):
-    """(prompts, negative prompts, squeeze) from a str, a list of str or a dict."""
-    squeeze = isinstance(inputs, str)
-    if isinstance(inputs, dict):
-        prompts = inputs.get("prompts")
-        negatives = inputs.get("negative_prompts")
-    else:
-        prompts, negatives = inputs, None
-    prompts = [prompts] if isinstance(prompts, str) else prompts
-    if not isinstance(prompts, (list, tuple)) or not prompts or not all(isinstance(p, str) for p in prompts):
-        raise ValueError(
-            f"Text generation takes a str, a non-empty list of str or a dict with 'prompts'; got {inputs!r:.80}."
-        )
-    negatives = [negatives] * len(prompts) if isinstance(negatives, str) or negatives is None else negatives
-    negatives = ["" if n is None else n for n in negatives]
-    if len(negatives) != len(prompts):
-        raise ValueError(f"{len(negatives)} negative_prompts for {len(prompts)} prompts; expected one each.")
-    return list(prompts), list(negatives), squeeze
 
 
 def _gaussian(shape, seed):

@@ -317,8 +317,12 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
     def fit(self, x=None, y=None, **kwargs):
         """`keras.Model.fit` on dict batches, checked before the first step.
 
-        `prompts` are tokenized to `token_ids` (text models); keys the conditioning does not use
-        (e.g. the `prompts` of a class-labelled dataset) are dropped; missing keys are a `ValueError`.
+        `x` is a `tf.data.Dataset` of dict batches or a dict of arrays. `prompts` (strings: a list, a
+        numpy array or a `tf.data` string tensor) are tokenized to `token_ids` (text models); keys the
+        conditioning does not use (e.g. the `prompts` of a class-labelled dataset) are dropped; missing
+        keys, non-finite values (in the first batch of a dataset, in all of a dict) and labels outside the
+        class table are a `ValueError`. Training stops at the first NaN/inf loss
+        (`keras.callbacks.TerminateOnNaN` is added unless the callbacks hold one).
         """
         if _is_tf_dataset(x) or isinstance(x, dict):
             keys = set(x.element_spec if _is_tf_dataset(x) else x)
@@ -334,7 +338,13 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
                 x = keep_keys(x, used)
             else:
                 x = {k: v for k, v in x.items() if k in used}
-        return super().fit(x, y, **kwargs)
+                if "prompts" in x:
+                    token_ids = self.tokenizer(_prompt_list(x.pop("prompts")))
+                    x["token_ids"] = np.asarray(ops.convert_to_numpy(token_ids))
+        callbacks = list(kwargs.pop("callbacks", None) or [])
+        if not any(isinstance(c, keras.callbacks.TerminateOnNaN) for c in callbacks):
+            callbacks.append(keras.callbacks.TerminateOnNaN())
+        return super().fit(x, y, callbacks=callbacks, **kwargs)
 
     def _check_batch_shapes(self, batch):
         """Static checks of `images` and `masks` (shapes from a dataset's spec or from arrays)."""
@@ -360,7 +370,23 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
                 )
 
     def _check_batch_values(self, batch):
-        """Value checks on one batch (the first of a dataset): float images in [-1, 1], 0/1 masks."""
+        """Value checks on one batch (the first of a dataset): finite numbers, float images in [-1, 1],
+        0/1 masks, labels in the class table."""
+        for key, value in batch.items():
+            if key != "prompts" and not _is_string_data(value):
+                array = np.asarray(keras.ops.convert_to_numpy(value))
+                if array.dtype.kind == "f" and not np.isfinite(array).all():
+                    raise ValueError(
+                        f"`{key}` holds {array.size - np.isfinite(array).sum()} NaN or inf values; "
+                        f"training on them would make every weight NaN."
+                    )
+        if self.cross_attention == "class":
+            labels = np.asarray(keras.ops.convert_to_numpy(batch["labels"]))
+            if labels.size and (labels.min() < 0 or labels.max() >= self.class_embedder.num_classes):
+                raise ValueError(
+                    f"`labels` must be in [0, {self.class_embedder.num_classes - 1}]; got values in "
+                    f"[{labels.min()}, {labels.max()}]."
+                )
         images = np.asarray(keras.ops.convert_to_numpy(batch["images"]))
         if images.dtype != np.uint8 and (images.min() < -1.001 or images.max() > 1.001):
             raise ValueError(
@@ -511,6 +537,21 @@ def _masks(masks):
     if len(masks.shape) != 4 or masks.shape[-1] != 1:
         raise ValueError(f"`masks` must have shape (B, H, W) or (B, H, W, 1); got {tuple(masks.shape)}.")
     return masks
+
+
+def _prompt_list(prompts):
+    """In-memory training prompts (a list, tuple or numpy array of str/bytes) as a list of str."""
+    values = np.asarray(prompts).reshape(-1).tolist()
+    if not all(isinstance(p, (str, bytes)) for p in values):
+        raise ValueError(f"`prompts` must be strings (a list or numpy array of str); got {prompts!r:.80}.")
+    return [p.decode("utf-8") if isinstance(p, bytes) else p for p in values]
+
+
+def _is_string_data(value):
+    if isinstance(value, (list, tuple)):
+        return any(isinstance(v, (str, bytes)) for v in value)
+    dtype = getattr(value, "dtype", None)
+    return getattr(dtype, "kind", None) in ("U", "S", "O") or "string" in str(dtype)
 
 
 def _is_tf_dataset(x):

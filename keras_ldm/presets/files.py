@@ -20,11 +20,14 @@ import re
 import keras
 
 from keras_ldm.fast_build import random_init_skipped
+from keras_ldm.presets.atomic import atomic_folder
 
 CONFIG_FILE = "config.json"
 METADATA_FILE = "metadata.json"
 WEIGHTS_FILE = "model.weights.h5"
 VOCABULARY_FILE = os.path.join("assets", "tokenizer", "vocabulary.txt")
+# What `save_preset` writes; replacing a preset replaces these and keeps the folder's other entries.
+PRESET_ENTRIES = (CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE, "assets")
 
 
 def is_preset_dir(path):
@@ -40,29 +43,58 @@ def is_preset_dir(path):
 
 
 def save_preset(model, path, description="", overwrite=True, weights_dtype=None):
-    """Writes `model` (any keras_ldm model) as a preset folder `path`.
+    """Writes `model` (any keras_ldm model) as a preset folder `path`, atomically.
+
+    Everything is written into a temporary folder next to `path` and swapped in once complete (see
+    `atomic_folder`): if saving fails half-way, a preset already at `path` is left as it was. Entries of
+    an existing preset folder that are not preset files (e.g. a `README.md`) are kept.
 
     Args:
         model: a built Keras model whose `get_config()` round-trips (e.g. a `LatentDiffusion`).
-        path: the folder to write (created if missing).
+        path: the folder to write: a new or empty folder, or an existing preset (missing parents are
+            created). A file, or a non-empty folder that is not a preset, is an error.
         description: one line shown by `keras-ldm presets` and stored in `metadata.json`.
-        overwrite: replace the files of an existing preset folder; if False such a folder is an error.
+        overwrite: replace an existing preset at `path`; if False such a folder is an error.
         weights_dtype: store float weights in this dtype (e.g. `"float16"`, half the size); they are cast
             back to the variables' dtype on loading.
     """
-    if os.path.exists(os.path.join(path, CONFIG_FILE)) and not overwrite:
-        raise ValueError(f"`path`={path!r} already holds a preset; pass overwrite=True to replace it.")
-    os.makedirs(path, exist_ok=True)
+    _check_preset_path(path, overwrite)
+    with atomic_folder(path, replaces=PRESET_ENTRIES) as folder:
+        _write_preset(model, folder, description, weights_dtype)
+
+
+def _check_preset_path(path, overwrite):
+    """Errors for a `path` that `save_preset` must not replace."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(
+            f"path={os.fspath(path)!r} is a file; expected a folder to write the preset into (a new or "
+            f"empty one, or an existing preset)."
+        )
+    if is_preset_dir(path):
+        if not overwrite:
+            raise ValueError(
+                f"path={os.fspath(path)!r} already holds a preset; pass overwrite=True to replace it."
+            )
+    elif os.path.isdir(path) and os.listdir(path):
+        raise ValueError(
+            f"path={os.fspath(path)!r} is not empty and is not a keras_ldm preset folder (it has no "
+            f"{CONFIG_FILE} naming a Keras class; it holds {sorted(os.listdir(path))[:5]}); expected a new "
+            f"or empty folder, or an existing preset. Nothing was written: choose another folder."
+        )
+
+
+def _write_preset(model, folder, description, weights_dtype):
+    """Writes the preset files of `model` into the empty folder `folder`."""
     config = keras.saving.serialize_keras_object(model)
     config.pop("compile_config", None)  # a preset is for inference; compile again to train
     tokenizer = getattr(model, "tokenizer", None)
     if tokenizer is not None:
-        _write_vocabulary(tokenizer, path)
+        _write_vocabulary(tokenizer, folder)
         config["config"]["tokenizer"]["config"]["vocabulary"] = VOCABULARY_FILE
-    _write_json(os.path.join(path, CONFIG_FILE), config)
-    model.save_weights(os.path.join(path, WEIGHTS_FILE))
+    _write_json(os.path.join(folder, CONFIG_FILE), config)
+    model.save_weights(os.path.join(folder, WEIGHTS_FILE))
     if weights_dtype is not None:
-        _cast_weights_file(os.path.join(path, WEIGHTS_FILE), weights_dtype)
+        _cast_weights_file(os.path.join(folder, WEIGHTS_FILE), weights_dtype)
     metadata = {
         "description": description,
         "class_name": type(model).__name__,
@@ -71,7 +103,7 @@ def save_preset(model, path, description="", overwrite=True, weights_dtype=None)
         "keras_ldm_version": _version(),
         "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S"),
     }
-    _write_json(os.path.join(path, METADATA_FILE), metadata)
+    _write_json(os.path.join(folder, METADATA_FILE), metadata)
 
 
 def load_preset(path, load_weights=True, dtype=None):

@@ -16,6 +16,7 @@ from keras_ldm.models import (
 )
 from tests.conftest import to_numpy
 from tests.tiny_models import fresh_unet as tiny_unet
+from tests.tiny_models import text_model
 from tests.tiny_models import vae as tiny_vae
 
 RNG = np.random.default_rng(0)
@@ -402,3 +403,47 @@ def test_the_text_encoder_runs_in_training_mode_in_a_training_step(monkeypatch):
     model(batch, training=True)
     model(batch, training=False)
     assert seen == [True, False]
+
+
+@pytest.mark.parametrize("as_array", [False, True])
+def test_fit_tokenizes_prompts_held_in_memory(as_array):
+    """A list or numpy array of str trains exactly as the token ids the tokenizer makes of it."""
+    prompts = ["a red circle", "a blue circle", "red on blue", "blue circle"]
+    losses = []
+    for batch in (
+        {"images": IMAGES, "prompts": np.array(prompts) if as_array else prompts},
+        {"images": IMAGES, "token_ids": np.asarray(text_model().tokenizer(prompts))},
+    ):
+        keras.utils.set_random_seed(1)
+        model = text_model()
+        model.compile(optimizer=keras.optimizers.SGD(1e-2))
+        losses.append(model.fit(batch, batch_size=2, epochs=1, shuffle=False, verbose=0).history["loss"])
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-6)
+    with pytest.raises(ValueError, match="`prompts` must be strings"):
+        model.fit({"images": IMAGES, "prompts": [1, 2, 3, 4]}, verbose=0)
+
+
+def test_fit_rejects_non_finite_data_and_bad_labels_and_stops_on_a_nan_loss():
+    ldm = LatentDiffusion(tiny_unet(), tiny_vae())
+    ldm.compile()
+    bad = IMAGES.astype("float32") / 127.5 - 1.0
+    bad[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="`images` holds 1 NaN or inf values"):
+        ldm.fit({"images": bad}, verbose=0)
+    with pytest.raises(ValueError, match="`images` holds 1 NaN"):
+        ldm.fit(tf.data.Dataset.from_tensor_slices({"images": bad}).batch(2), verbose=0)
+    sr = LatentDiffusion(tiny_unet(in_channels=7), tiny_vae(), concat="low_res")
+    sr.compile()
+    with pytest.raises(ValueError, match="`low_res` holds 48 NaN or inf"):
+        sr.fit({"images": IMAGES, "low_res": np.full((4, 2, 2, 3), np.inf, "float32")}, verbose=0)
+    classes = LatentDiffusion(
+        tiny_unet(context_dim=16), tiny_vae(), cross_attention="class", class_embedder=ClassEmbedder(3, 16)
+    )
+    classes.compile()
+    with pytest.raises(ValueError, match=r"`labels` must be in \[0, 2\]; got values in \[0, 3\]"):
+        classes.fit({"images": IMAGES, "labels": np.array([0, 1, 2, 3])}, verbose=0)
+    ldm.compile(optimizer=keras.optimizers.SGD(1e30))  # diverges: the loss becomes inf/NaN
+    losses = []
+    record = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: losses.append(logs["loss"]))
+    ldm.fit({"images": IMAGES}, batch_size=1, epochs=5, callbacks=[record], verbose=0)
+    assert len(losses) < 20 and not np.isfinite(losses[-1])  # stopped at the first non-finite loss

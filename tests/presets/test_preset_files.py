@@ -1,5 +1,6 @@
 """save_to_preset / from_preset round trips and the errors of bad preset sources."""
 
+import contextlib
 import os
 
 import keras
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_ldm.cli import main
 from keras_ldm.models import AutoencoderKL, LatentDiffusion
 from keras_ldm.presets import read_metadata
 from tests.tiny_models import text_model, unet, vae
@@ -178,3 +180,88 @@ def test_bad_generation_defaults_are_named():
         LatentDiffusion(unet(), vae(), generation_defaults={"steps": 3})
     with pytest.raises(ValueError, match="num_steps=0"):
         LatentDiffusion(unet(), vae()).generate(batch_size=1, num_steps=0, height=8, width=8)
+
+
+# -- saving is atomic ------------------------------------------------------------------------------
+
+
+def fail_half_way(monkeypatch):
+    """Makes `save_weights` write a truncated file, then fail as a full disk does."""
+
+    def save_weights(self, filepath, *args, **kwargs):
+        with open(filepath, "wb") as f:
+            f.write(b"\x89HDF\r\n\x1a\n truncated")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(keras.Model, "save_weights", save_weights)
+
+
+def weights_of(model):
+    return [keras.ops.convert_to_numpy(w) for w in model.weights]
+
+
+def test_a_save_that_fails_half_way_leaves_the_old_preset_as_it_was(tmp_path, monkeypatch):
+    path = str(tmp_path / "preset")
+    old = LatentDiffusion(unet(), vae(), generation_defaults={"num_steps": 3})
+    old.save_to_preset(path, description="old")
+    files = {name: (tmp_path / "preset" / name).read_bytes() for name in os.listdir(path)}
+    fail_half_way(monkeypatch)
+    new = LatentDiffusion(unet(scale=0.3), vae())
+    with pytest.raises(OSError, match="No space left"):
+        new.save_to_preset(path, description="new", generation_defaults={"num_steps": 5})
+    assert os.listdir(tmp_path) == ["preset"]  # the half-written temporary folder is gone
+    assert {name: (tmp_path / "preset" / name).read_bytes() for name in os.listdir(path)} == files
+    loaded = LatentDiffusion.from_preset(path)
+    assert loaded.generation_defaults == {"num_steps": 3} and read_metadata(path)["description"] == "old"
+    for ours, theirs in zip(weights_of(old), weights_of(loaded)):
+        np.testing.assert_array_equal(ours, theirs)
+    with pytest.raises(OSError, match="No space left"):  # an autoencoder's preset, into a new folder
+        vae().save_to_preset(str(tmp_path / "vae"))
+    assert os.listdir(tmp_path) == ["preset"]
+
+
+def test_replacing_a_preset_keeps_the_folders_other_files_and_drops_stale_assets(tmp_path):
+    path = tmp_path / "preset"
+    text_model().save_to_preset(str(path))
+    (path / "README.md").write_text("how it was trained")
+    model = LatentDiffusion(unet(), vae(), generation_defaults={"num_steps": 4})
+    model.save_to_preset(str(path))
+    assert sorted(os.listdir(path)) == ["README.md", "config.json", "metadata.json", "model.weights.h5"]
+    assert (path / "README.md").read_text() == "how it was trained"
+    assert os.listdir(tmp_path) == ["preset"]
+    assert LatentDiffusion.from_preset(str(path)).generation_defaults == {"num_steps": 4}
+
+
+def test_saving_onto_a_file_or_a_folder_that_is_not_a_preset_is_an_error(tmp_path):
+    model = LatentDiffusion(unet(), vae())
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"keep me")
+    with pytest.raises(ValueError, match=r"path='.*notes.txt' is a file; expected a folder"):
+        model.save_to_preset(str(notes))
+    assert notes.read_bytes() == b"keep me"
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "cat.png").write_bytes(b"keep me too")
+    with pytest.raises(ValueError, match=r"path='.*photos' is not empty and is not a keras_ldm preset.*cat"):
+        model.save_to_preset(str(folder))
+    assert os.listdir(folder) == ["cat.png"] and (folder / "cat.png").read_bytes() == b"keep me too"
+    preset = tmp_path / "empty"
+    preset.mkdir()
+    model.save_to_preset(str(preset))  # an empty folder is fine
+    with pytest.raises(ValueError, match="already holds a preset; pass overwrite=True"):
+        model.save_to_preset(str(preset), overwrite=False)
+    assert sorted(os.listdir(tmp_path)) == ["empty", "notes.txt", "photos"]
+
+
+def test_a_failed_cli_convert_leaves_the_old_preset_folder(tmp_path, monkeypatch, capsys):
+    source, out = str(tmp_path / "source"), str(tmp_path / "out")
+    LatentDiffusion(unet(scale=0.3), vae()).save_to_preset(source)
+    LatentDiffusion(unet(), vae(), generation_defaults={"num_steps": 3}).save_to_preset(out)
+    before = {name: (tmp_path / "out" / name).read_bytes() for name in os.listdir(out)}
+    fail_half_way(monkeypatch)
+    with contextlib.suppress(OSError):  # reported by main (exit code 2) or raised through
+        assert main(["convert", "--source", source, "--out", out]) == 2
+    assert {name: (tmp_path / "out" / name).read_bytes() for name in os.listdir(out)} == before
+    assert sorted(os.listdir(tmp_path)) == ["out", "source"]
+    assert main(["convert", "--source", source, "--out", str(tmp_path)]) == 2
+    assert "is not a keras_ldm preset folder" in capsys.readouterr().err

@@ -1,0 +1,236 @@
+"""The checks `generate()` runs before its compiled program: every option and input, with a clear error.
+
+The contract, by input:
+- `num_steps`: an int in [1, T - 1]; `guidance_scale`, `eta`: finite numbers >= 0; `temperature`: a
+  number in [0, 10]; `sampler`: a name of `SAMPLERS`, in any case (`"DDIM"` is `"ddim"`).
+- `seed`: any int (numpy ints too); seeds outside [0, 2**31) are folded into it (`seed % 2**31`), so
+  `seed=2**40` works on every backend. None draws a fresh seed.
+- `height`, `width`: None (the default size) or a positive int that the model's down-sampling divides.
+- `latents`: finite floats `(B, h, w, c)` whose batch is the request's.
+- images (super-resolution, inpainting): uint8 `(B, H, W, C)` or one image `(H, W, C)` (the output then
+  has no batch axis either); C = 3 (RGB), 4 (RGBA: alpha dropped) or 1, or `(H, W)` greyscale (repeated
+  to RGB); floats are read as [-1, 1] (the scale `fit()` takes) and must be finite and within it.
+- masks: 0/1 (any dtype, bool too) or 0/255 as read from an image file, `(B, H, W)`, `(H, W)` or with a
+  trailing axis of 1, the images' size.
+- dict inputs: only the keys the model's conditioning reads (`prompts`/`negative_prompts`, `labels`,
+  `images` (+ `masks`)); any other key is an error rather than being ignored.
+"""
+
+import numbers
+
+import numpy as np
+
+from keras_ldm.diffusion.samplers import SAMPLERS
+
+SEED_RANGE = 2**31
+INPUT_KEYS = {
+    "text": ("prompts", "negative_prompts"),
+    "class": ("labels",),
+    "low_res": ("images",),
+    "masks": ("images", "masks"),
+}
+
+
+def check_sampling_options(num_steps, guidance_scale, sampler, eta, temperature, num_timesteps):
+    """The options with `sampler` lower-cased; a `ValueError`/`TypeError` naming any bad one.
+
+    Example:
+    >>> check_sampling_options(20, 4, "DDIM", 0.0, 1.0, num_timesteps=1000)["sampler"]
+    'ddim'
+    """
+    if not isinstance(sampler, str) or sampler.strip().lower() not in SAMPLERS:
+        raise ValueError(f"sampler={sampler!r}; expected one of {sorted(SAMPLERS)} (any case).")
+    if _not_int(num_steps) or not 1 <= num_steps < num_timesteps:
+        raise ValueError(f"num_steps={num_steps!r}; expected an int in [1, {num_timesteps - 1}].")
+    finite_number(eta, "eta", minimum=0)
+    finite_number(guidance_scale, "guidance_scale", minimum=0, hint=" (1 = no guidance)")
+    finite_number(temperature, "temperature", minimum=0, maximum=10, hint=" (1 = plain sampling)")
+    return {
+        "num_steps": int(num_steps),
+        "guidance_scale": float(guidance_scale),
+        "sampler": sampler.strip().lower(),
+        "eta": float(eta),
+        "temperature": float(temperature),
+    }
+
+
+def finite_number(value, name, minimum=None, maximum=None, hint=""):
+    """`value` as a float when it is a finite real number within the bounds; else a clear error.
+
+    Example:
+    >>> finite_number(np.float32(2.5), "guidance_scale", minimum=0)
+    2.5
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}={value!r}; expected a number{hint}.")
+    low = -np.inf if minimum is None else minimum
+    high = np.inf if maximum is None else maximum
+    if not (np.isfinite(value) and low <= value <= high):
+        bounds = f"in [{low}, {high}]" if maximum is not None else f">= {low}"
+        raise ValueError(f"{name}={value!r}; expected a finite number {bounds}{hint}.")
+    return float(value)
+
+
+def check_seed(seed):
+    """An int seed in [0, 2**31): other ints are folded in, None draws one.
+
+    Example:
+    >>> check_seed(3), check_seed(2**31 + 3), check_seed(-1)
+    (3, 3, 2147483647)
+    """
+    if seed is None:
+        return int(np.random.default_rng().integers(SEED_RANGE))
+    if _not_int(seed):
+        raise TypeError(f"seed={seed!r}; expected an int (or None for a fresh one).")
+    return int(seed) % SEED_RANGE
+
+
+def check_size(value, name, default, multiple, factor):
+    """A pixel size: `default` for None, else a positive int divisible by `multiple`."""
+    if value is None:
+        value = default
+    if _not_int(value) or value <= 0 or value % multiple:
+        raise ValueError(
+            f"{name}={value!r}; it must be a positive multiple of {multiple} (first-stage factor "
+            f"{factor} times the UNet's down-sampling), or None for the default."
+        )
+    return int(value)
+
+
+def check_positive_int(value, name):
+    """`value` as an int when it is one and >= 1.
+
+    Example:
+    >>> check_positive_int(2, "batch_size")
+    2
+    """
+    if _not_int(value) or value < 1:
+        raise ValueError(f"{name}={value!r}; expected an int >= 1.")
+    return int(value)
+
+
+def check_latents(latents, batch, latent_shape):
+    """Finite float latents `(batch, *latent_shape)` as float32 numpy."""
+    array = np.asarray(latents)
+    expected = (batch, *latent_shape)
+    if array.dtype.kind not in "fiu" or tuple(array.shape) != expected:
+        raise ValueError(
+            f"`latents` has shape {tuple(array.shape)} and dtype {array.dtype}; expected floats of shape "
+            f"{expected} (one per image of the request)."
+        )
+    if not np.isfinite(array).all():
+        raise ValueError(f"`latents` holds {np.size(array) - np.isfinite(array).sum()} NaN or inf values.")
+    return array.astype("float32")
+
+
+def check_input_keys(inputs, kind, purpose):
+    """A dict input must hold only the keys `kind` reads (a model ignoring a condition is an error)."""
+    if not isinstance(inputs, dict):
+        return
+    unknown = sorted(set(inputs) - set(INPUT_KEYS[kind]))
+    if unknown:
+        raise ValueError(
+            f"{purpose} reads the keys {list(INPUT_KEYS[kind])}; the inputs also hold {unknown}, which "
+            f"this model cannot use (is it the model you meant?)."
+        )
+
+
+def dict_input(inputs, key, purpose):
+    """`inputs[key]` from a dict input; a clear error for anything else."""
+    if not isinstance(inputs, dict) or key not in inputs:
+        raise ValueError(f"{purpose} takes a dict with {key!r}; got {type(inputs).__name__}: {inputs!r:.80}.")
+    return inputs[key]
+
+
+def image_input(inputs, key, purpose):
+    """`(uint8 RGB images (B, H, W, 3), squeeze)`: see the module docstring for what is accepted."""
+    images = np.asarray(dict_input(inputs, key, purpose))
+    squeeze = images.ndim == 3 or (images.ndim == 2)
+    if images.ndim == 2:  # one greyscale image
+        images = images[..., None]
+    if images.ndim == 3:
+        images = images[None]
+    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4) or min(images.shape[:3]) == 0:
+        raise ValueError(
+            f"`{key}` for {purpose} must be images (B, H, W, 3) or one image (H, W, 3) (also 1 or 4 "
+            f"channels, or (H, W) grey), none of size 0; got shape {images.shape}."
+        )
+    images = _to_uint8(images, key)
+    if images.shape[-1] == 4:
+        images = images[..., :3]
+    if images.shape[-1] == 1:
+        images = np.repeat(images, 3, axis=-1)
+    return np.ascontiguousarray(images), squeeze
+
+
+def _to_uint8(images, key):
+    if images.dtype == np.uint8:
+        return images
+    if images.dtype.kind != "f":
+        raise ValueError(f"`{key}` must be uint8 in [0, 255] or floats in [-1, 1]; got dtype {images.dtype}.")
+    if not np.isfinite(images).all():
+        raise ValueError(f"Float `{key}` must be finite and in [-1, 1]; they hold NaN or inf values.")
+    if images.min() < -1.001 or images.max() > 1.001:
+        raise ValueError(
+            f"Float `{key}` must be finite and in [-1, 1]; got values in [{images.min():.3g}, "
+            f"{images.max():.3g}] (pass uint8 images for [0, 255])."
+        )
+    return np.round((np.clip(images, -1.0, 1.0) + 1.0) * 127.5).astype("uint8")
+
+
+def mask_input(inputs, image_shape):
+    """0/1 float32 masks `(B, H, W, 1)` for images of `image_shape`; 0/255 masks are scaled."""
+    masks = np.asarray(dict_input(inputs, "masks", "inpainting"))
+    if masks.dtype.kind not in "biuf":
+        raise ValueError(f"`masks` must be numbers (0/1 or 0/255); got dtype {masks.dtype}.")
+    masks = masks.astype("float32")
+    if masks.size and np.isin(masks, (0.0, 255.0)).all():
+        masks = masks / 255.0
+    if masks.ndim == 2:
+        masks = masks[None]
+    if masks.ndim == 3:
+        masks = masks[..., None]
+    if masks.shape != (*image_shape[:3], 1) or not np.isin(masks, (0.0, 1.0)).all():
+        raise ValueError(
+            f"`masks` must hold 0/1 values (or 0/255) with the images' size {image_shape[:3]}; got shape "
+            f"{masks.shape} and values {np.unique(masks)[:5]}."
+        )
+    return masks
+
+
+def label_input(inputs, num_classes):
+    """int32 class labels `(B,)`, each in [0, num_classes)."""
+    labels = np.asarray(dict_input(inputs, "labels", "class-conditional generation")).reshape(-1)
+    if labels.size == 0 or labels.dtype.kind not in "iu":
+        raise ValueError(f"`labels` must be a non-empty list of ints; got {labels!r:.80} ({labels.dtype}).")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f"`labels` must be in [0, {num_classes - 1}]; got {sorted(set(labels.tolist()))[:8]}.")
+    return labels.astype("int32")
+
+
+def prompt_input(inputs):
+    """(prompts, negative prompts, squeeze) from a str, a list of str or a dict."""
+    squeeze = isinstance(inputs, str)
+    if isinstance(inputs, dict):
+        prompts = inputs.get("prompts")
+        negatives = inputs.get("negative_prompts")
+    else:
+        prompts, negatives = inputs, None
+    prompts = [prompts] if isinstance(prompts, str) else prompts
+    if isinstance(prompts, np.ndarray) and prompts.dtype.kind in "US":
+        prompts = [str(p) for p in prompts.reshape(-1)]
+    if not isinstance(prompts, (list, tuple)) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise ValueError(
+            f"Text generation takes a str, a non-empty list of str or a dict with 'prompts'; got {inputs!r:.80}."
+        )
+    negatives = [negatives] * len(prompts) if isinstance(negatives, str) or negatives is None else negatives
+    negatives = ["" if n is None else n for n in negatives]
+    if len(negatives) != len(prompts) or not all(isinstance(n, str) for n in negatives):
+        raise ValueError(
+            f"negative_prompts={negatives!r:.80}; expected a str or one str per prompt ({len(prompts)})."
+        )
+    return list(prompts), list(negatives), squeeze
+
+
+def _not_int(value):
+    return isinstance(value, bool) or not isinstance(value, (int, np.integer))
