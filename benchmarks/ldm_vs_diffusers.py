@@ -13,14 +13,14 @@ What is timed (median of `--repeats` calls after a warm-up call of the same shap
 - diffusers: `pipeline(prompts, ..., output_type="np")` and the same rounding to uint8 (under bf16,
   `output_type="pt"` and `.float()`: numpy has no bfloat16);
 - UNet forward: one call on the guidance batch (compiled on JAX/TensorFlow; on torch `no_grad` and
-  recorded by `keras_ldm.traced_call`, as `generate()` calls it);
+  recorded by `keras_ldm.backend.traced_call`, as `generate()` calls it);
   TFLOP/s = FLOPs counted by `torch.utils.flop_counter.FlopCounterMode` on the diffusers UNet
   (convolutions, matmuls, attention; 2 FLOPs per multiply-add) / time;
 - training: keras_ldm `train_on_batch` (AdamW) vs a PyTorch AdamW step on the diffusers modules doing
   the same work (frozen VAE encode + posterior sample, q_sample, LDMBert and UNet forward/backward,
   MSE); bf16 mixed precision on GPU, float32 on CPU unless `--precision` says otherwise; after
   `TRAIN_WARMUP_STEPS` untimed steps on both sides (on PyTorch, keras_ldm records its UNet, first-stage
-  encoder and text encoder in the first three steps, see `keras_ldm.traced_call`).
+  encoder and text encoder in the first three steps, see `keras_ldm.backend.traced_call`).
 
 Run one Keras backend per process:
 
@@ -289,7 +289,7 @@ def resolve_device(requested, backend):
             f"{'yes' if torch_gpu else 'no'}, {backend}/keras_ldm: {'yes' if keras_gpu else 'no'}). "
             f"Use --device cpu (with --small on a small machine)."
         )
-    from keras_ldm.lazy_tensorflow import tensorflow_installed
+    from keras_ldm.backend.lazy_tensorflow import tensorflow_installed
 
     if backend != "tensorflow" and tensorflow_installed():  # then it only tokenizes: keep it off the GPU
         import tensorflow as tf
@@ -472,8 +472,8 @@ class KerasSide:
         its own (generate() runs it inside its one compiled program)."""
         from keras import ops
 
-        from keras_ldm.diffusion.compile import compile_function
-        from keras_ldm.traced_call import traced_call
+        from keras_ldm.backend.compile import compile_function
+        from keras_ldm.backend.traced_call import traced_call
 
         model = self.model
         call = traced_call(model.text_encoder)  # recorded on PyTorch, as by a repeated generate()
@@ -490,7 +490,7 @@ class KerasSide:
         """Decode + uint8, compiled on their own (generate() runs them inside its one compiled program)."""
         from keras import ops
 
-        from keras_ldm.diffusion import compile_function
+        from keras_ldm.backend.compile import compile_function
         from keras_ldm.models.generation import images_to_uint8
 
         latent = self.size // self.model.first_stage.downsample_factor
@@ -506,8 +506,8 @@ class KerasSide:
     def unet_forward_seconds(self, x, t, context):
         from keras import ops
 
-        from keras_ldm.diffusion.compile import compile_function
-        from keras_ldm.traced_call import traced_call
+        from keras_ldm.backend.compile import compile_function
+        from keras_ldm.backend.traced_call import traced_call
 
         unet = self.model.unet
         call = traced_call(unet)  # as generate() calls it (recorded once on PyTorch)
@@ -756,7 +756,7 @@ def main(argv=None):
         import torch
 
         torch.set_num_threads(args.threads)
-    from keras_ldm.lazy_tensorflow import tensorflow_installed
+    from keras_ldm.backend.lazy_tensorflow import tensorflow_installed
 
     if args.threads is not None and tensorflow_installed():
         import tensorflow as tf

@@ -14,26 +14,28 @@ The `serving_default` signature is `generate()` in one graph: request tensors in
 
 `images` equal `model.generate(..., seed=seed, guidance_scale=guidance_scale)` with the export's
 settings (up to one grey level where the graph rounds a float differently). Prompts are tokenized
-inside the graph (TensorFlow Text ops, which TF Serving's standard build includes). The number of
+inside the graph with core TensorFlow ops only (`keras_ldm.export_tokenizer`, the ids of the model's
+`LDMBertTokenizer`), so the SavedModel needs no TensorFlow Text: any TensorFlow runtime loads it (TF
+Serving's standard build, Triton's TensorFlow backend, TF-Java, `tf.saved_model.load`). The number of
 steps, the sampler, η and the canvas size are fixed at export. `guidance_scale` is used by text and
 class models (1 skips the unconditional half, as `generate` does) and ignored by the others.
 
 The graph holds the weights once, as variables: only those the pipeline reads (no moving-average
 copies, optimizer slots or training losses). The model may run on JAX (jax2tf, native
-serialization for CPU and CUDA) or TensorFlow; see `keras_ldm.export_backend`. The sampling loop is
+serialization for CPU and CUDA) or TensorFlow; see `keras_ldm.backend.export_program`. The sampling loop is
 compiled by XLA on both, so TF Serving on CPU needs `--xla_cpu_compilation_enabled=true`
 (`docs/serving.md`).
 """
 
 import contextlib
 import os
-import shutil
 
-from keras_ldm.export_backend import DEFAULT_PLATFORMS, ProgramBuilder, check_backend
+from keras_ldm.backend.export_program import DEFAULT_PLATFORMS, ProgramBuilder, check_backend
+from keras_ldm.presets.atomic import atomic_folder
 
 SIGNATURE_KEY = "serving_default"
 KINDS = ("text", "class", "super_resolution", "inpainting", "unconditional")
-# What tf.saved_model.save writes into a directory; `overwrite=True` removes only these.
+# What tf.saved_model.save writes into a directory; `overwrite=True` replaces only these.
 SAVED_MODEL_ENTRIES = ("saved_model.pb", "saved_model.pbtxt", "fingerprint.pb", "variables", "assets")
 
 
@@ -63,7 +65,9 @@ def export_model(
             input images are `upscale` times smaller.
         upscale: output/input size ratio of a super-resolution model.
         use_ema: export the moving-average weights when the model keeps them.
-        overwrite: replace a SavedModel already in `path`.
+        overwrite: replace a SavedModel already in `path` (the directory's other entries are kept). The
+            SavedModel is written next to `path` and swapped in when complete (see `atomic_folder`), so
+            a failed export leaves the one at `path` as it was.
         platforms: JAX only: the platforms the program is serialized for.
 
     Returns:
@@ -92,9 +96,8 @@ def export_model(
 
     with model.ema_scope() if use_ema else contextlib.nullcontext():
         module = _serving_module(model, kind, options, canvas, upscale, platforms)
-        if overwrite:
-            _remove_saved_model(path)
-        tf.saved_model.save(module, path, signatures={SIGNATURE_KEY: module.serve})
+        with atomic_folder(path, replaces=SAVED_MODEL_ENTRIES) as folder:
+            tf.saved_model.save(module, folder, signatures={SIGNATURE_KEY: module.serve})
     return path
 
 
@@ -171,15 +174,6 @@ def _check_path(path, overwrite):
         )
 
 
-def _remove_saved_model(path):
-    for entry in SAVED_MODEL_ENTRIES:
-        target = os.path.join(path, entry)
-        if os.path.isdir(target):
-            shutil.rmtree(target)
-        elif os.path.exists(target):
-            os.remove(target)
-
-
 # -- the graph ----------------------------------------------------------------------------------
 
 
@@ -187,7 +181,7 @@ def _serving_module(model, kind, options, canvas, upscale, platforms):
     """A `tf.Module` holding the used weights and `serve`, the `serving_default` function."""
     import tensorflow as tf
 
-    from keras_ldm.diffusion.compile import compile_function
+    from keras_ldm.backend.compile import compile_function
     from keras_ldm.models.conditioners import images_to_unit_range
 
     height, width = canvas
@@ -267,9 +261,9 @@ def _sequence_length(tokenizer):
 def tokenize_in_graph(tokenizer, prompts):
     """Prompts (a `tf.string` tensor `(B,)`) -> int32 token ids `(B, L)` with TensorFlow ops only.
 
-    For an `LDMBertTokenizer`, `clean_text` is done with regular expressions (control characters
-    dropped, whitespace mapped to spaces) before its word-piece tokenizer and packer; any other
-    tokenizer must accept a string tensor.
+    An `LDMBertTokenizer` becomes a `keras_ldm.export_tokenizer.GraphTokenizer`: the same ids, with
+    core TensorFlow ops only (no TensorFlow Text), so the SavedModel loads in any TensorFlow runtime.
+    Any other tokenizer must accept a string tensor.
 
     Example:
     >>> import tensorflow as tf
@@ -281,12 +275,11 @@ def tokenize_in_graph(tokenizer, prompts):
     """
     import tensorflow as tf
 
+    from keras_ldm.export_tokenizer import graph_tokenizer
     from keras_ldm.models.tokenizer import LDMBertTokenizer
 
     if isinstance(tokenizer, LDMBertTokenizer):
-        text = tf.strings.regex_replace(prompts, r"[\t\n\r\p{Zs}]", " ")
-        text = tf.strings.regex_replace(text, r"[\x{0}\x{FFFD}\p{C}]", "")
-        ids = tokenizer.packer(tokenizer.word_piece(text))
+        ids = graph_tokenizer(tokenizer)(prompts)
     else:
         ids = tokenizer(prompts)
     return tf.cast(ids, tf.int32)

@@ -1,40 +1,13 @@
-"""TensorFlow, imported on first use: the data modules' numpy helpers (shapes, photo crops, masks) then work
-on hosts without TensorFlow (a JAX + CUDA or PyTorch machine), while their `tf.data` pipelines need it.
+"""Deprecated alias of keras_ldm.backend.lazy_tensorflow: `keras_ldm.lazy_tensorflow` warns on import and will be removed."""
 
-Example:
->>> from keras_ldm.lazy_tensorflow import tf
->>> tf.constant(1).dtype.name
-'int32'
-"""
+import warnings
 
-import importlib
-import importlib.util
+from keras_ldm.backend.lazy_tensorflow import LazyModule, tensorflow_installed, tf
 
+__all__ = ["LazyModule", "tensorflow_installed", "tf"]
 
-def tensorflow_installed():
-    """Whether `import tensorflow` can work here (False also where it is blocked: `sys.modules` entry None).
-
-    Example:
-    >>> isinstance(tensorflow_installed(), bool)
-    True
-    """
-    try:
-        return importlib.util.find_spec("tensorflow") is not None
-    except (ValueError, ImportError):  # ValueError: sys.modules["tensorflow"] is None
-        return False
-
-
-class LazyModule:
-    """A module object that imports `name` when one of its attributes is first read."""
-
-    def __init__(self, name):
-        self._name = name
-        self._module = None
-
-    def __getattr__(self, attribute):
-        if self._module is None:
-            self._module = importlib.import_module(self._name)
-        return getattr(self._module, attribute)
-
-
-tf = LazyModule("tensorflow")
+warnings.warn(
+    "keras_ldm.lazy_tensorflow is deprecated: import from keras_ldm.backend.lazy_tensorflow.",
+    DeprecationWarning,
+    stacklevel=2,
+)

@@ -1,14 +1,14 @@
 """model.export(): a SavedModel whose `serving_default` signature is the whole generate() pipeline.
 
 The exported models are loaded and called in a separate Python process that imports only TensorFlow
-(keras, jax, keras_hub, keras_ldm and the tensorflow_text package are blocked; TensorFlow Text's op
-libraries are loaded, as TF Serving links them in). Their images must equal `model.generate()` with the
-same seed and settings (at most one grey level apart) for a text, a super-resolution and an inpainting
-model, at batch sizes 1 and 3 from one export. Runs on the jax and tensorflow backends; on torch
+(keras, jax, keras_hub, keras_ldm and tensorflow_text are blocked, and no TensorFlow Text op library is
+loaded: prompts are tokenized with core TensorFlow ops, so any TensorFlow runtime serves the text model;
+every op of the SavedModels must be registered in that process). Their images must equal
+`model.generate()` with the same seed and settings (at most one grey level apart) for a text, a
+super-resolution and an inpainting model, at batch sizes 1 and 3 from one export. Runs on the jax and tensorflow backends; on torch
 export raises an error naming the supported backends.
 """
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -31,25 +31,24 @@ exporting_backends = pytest.mark.skipif(
     BACKEND not in ("jax", "tensorflow"), reason="export runs on the jax and tensorflow backends"
 )
 BLOCKED = ("keras", "jax", "jaxlib", "keras_hub", "keras_ldm", "tensorflow_text", "torch")
-TEXT_OPS = os.path.join(
-    importlib.util.find_spec("tensorflow_text").submodule_search_locations[0], "python", "ops"
-)
+# ops of TensorFlow Text that tokenizers use (the export tokenized with some of them before)
+TEXT_OPS = ("NormalizeUTF8", "CaseFoldUTF8", "RegexSplitWithOffsets", "WordpieceTokenizeWithOffsets",
+            "FastWordpieceTokenizeWithOffsets", "WhitespaceTokenizeWithOffsets")  # fmt: skip
 
 # Runs in a fresh interpreter: load each SavedModel, call its signature on each request (npz files
 # of the signature's inputs), save the images, record the errors of the bad requests.
 SERVER = textwrap.dedent(
     """
-    import glob, json, sys
+    import json, sys
     job = json.load(open(sys.argv[1]))
     for name in job["blocked"]:
         sys.modules[name] = None  # importing any of them now raises ImportError
     import numpy as np
     import tensorflow as tf
     from tensorflow.core.protobuf import saved_model_pb2
-    for library in sorted(glob.glob(job["text_ops"] + "/*.so")):
-        tf.load_op_library(library)  # TensorFlow Text's ops, as linked into TF Serving
+    from tensorflow.python.framework import op_def_registry
 
-    signatures, report = {}, {"errors": {}, "defaults": {}}
+    signatures, report = {}, {"errors": {}, "defaults": {}, "ops": {}, "unregistered": {}}
     for request in job["requests"]:
         if request["dir"] not in signatures:
             signatures[request["dir"]] = tf.saved_model.load(request["dir"]).signatures["serving_default"]
@@ -61,6 +60,12 @@ SERVER = textwrap.dedent(
                 key: json.loads(json.dumps(tf.make_ndarray(value).tolist(), default=bytes.decode))
                 for key, value in defaults.items()
             }
+            graph = saved.meta_graphs[0].graph_def  # every op of the graph and of its functions
+            ops = {node.op for node in graph.node}
+            ops |= {node.op for function in graph.library.function for node in function.node_def}
+            report["ops"][request["dir"]] = sorted(ops)
+            unregistered = sorted(op for op in ops if op_def_registry.get(op) is None)
+            report["unregistered"][request["dir"]] = unregistered
         inputs = {key: tf.constant(value) for key, value in np.load(request["inputs"]).items()}
         try:
             images = signatures[request["dir"]](**inputs)["images"].numpy()
@@ -69,11 +74,18 @@ SERVER = textwrap.dedent(
         else:
             np.save(request["out"], images)
     report["imported"] = sorted(name for name in job["blocked"] if sys.modules.get(name) is not None)
+    report["text_ops_registered"] = [op for op in job["text_ops"] if op_def_registry.get(op) is not None]
+    maps = open("/proc/self/maps").read().splitlines() if sys.platform == "linux" else []
+    # the shared libraries loaded: no TensorFlow Text one
+    report["text_libraries"] = sorted({line.split()[-1] for line in maps if "tensorflow_text" in line})
     json.dump(report, open(job["report"], "w"))
     """
 )
 
 PROMPTS = ["a red circle", "Blue CIRCLE on\ta red one!", "a green square"]  # upper case, tab, unknown words
+# what BERT's basic tokenization changes: accents (decomposed too), final sigma, İ, control characters,
+# CJK, emoji, [MASK] written in the prompt, a word over 100 characters
+ODD_PROMPTS = ["Ré\u0301D [MASK]\x07 ÇIRCLE 中circle😀 ΟΝΣ", "İ BLUE,red\u2028" + "a" * 101 + " circle"]
 NEGATIVES = ["", "blue", "red circle"]
 
 
@@ -146,6 +158,15 @@ def served(tmp_path_factory):
             prompts=np.array(PROMPTS, "S"),
             negative_prompts=np.array(["blue"], "S"),
             seed=np.int32(1),
+            guidance_scale=np.float32(2.0),
+        ),
+        write_request(
+            folder,
+            "text_odd",
+            text_path,
+            prompts=np.array([p.encode() for p in ODD_PROMPTS], "S"),
+            negative_prompts=np.array(["rÉd".encode()], "S"),
+            seed=np.int32(4),
             guidance_scale=np.float32(2.0),
         ),
         write_request(
@@ -270,6 +291,22 @@ def test_text_signature_equals_generate_at_batch_sizes_3_and_1(served):
     assert np.any(images["text_3"][0] != images["text_shared_negative"][0])
     # the defaults of the optional inputs are stored in the signature (TF Serving applies them)
     assert served["report"]["defaults"][path] == {"negative_prompts": [""], "seed": 0, "guidance_scale": 3.0}
+
+
+@exporting_backends
+def test_the_text_saved_model_needs_no_tensorflow_text(served):
+    """The server process never loaded TensorFlow Text (package or op library), yet every op of the
+    SavedModels is registered there and the text signature tokenizes as `generate()` does."""
+    report = served["report"]
+    assert report["text_ops_registered"] == [] and report["text_libraries"] == []
+    assert all(ops == [] for ops in report["unregistered"].values()), report["unregistered"]
+    _, text_path = served["models"]["text"]
+    ops = report["ops"][text_path]
+    assert not set(ops) & set(TEXT_OPS)
+    assert "StringToHashBucketFast" in ops and "UnicodeDecode" in ops  # the tokenizer is in the graph
+    model, _ = served["models"]["text"]
+    expected = model.generate({"prompts": ODD_PROMPTS, "negative_prompts": "rÉd"}, guidance_scale=2.0, seed=4)
+    assert_close_images(served["images"]["text_odd"], expected)
 
 
 @exporting_backends
@@ -419,3 +456,31 @@ def test_torch_backend_export_names_the_supported_backends(tmp_path):
     with pytest.raises(ValueError, match=r"one of \['jax', 'tensorflow'\]; the current backend is 'torch'"):
         LatentDiffusion(unet(), vae()).export(str(tmp_path / "saved"))
     assert not os.path.exists(tmp_path / "saved")
+
+
+@exporting_backends
+def test_a_failed_export_leaves_the_older_saved_model_as_it_was(tmp_path, monkeypatch):
+    path = tmp_path / "served"
+    older = tf.Module()
+    older.scale = tf.Variable(2.0)
+    older.serve = tf.function(
+        lambda x: {"y": x * older.scale}, input_signature=[tf.TensorSpec([], tf.float32)]
+    )
+    tf.saved_model.save(older, str(path), signatures={"serving_default": older.serve})
+    (path / "notes.txt").write_text("keep me")
+    files = {p.relative_to(path): p.read_bytes() for p in path.rglob("*") if p.is_file()}
+
+    def save(module, export_dir, signatures=None):
+        os.makedirs(os.path.join(export_dir, "variables"))
+        with open(os.path.join(export_dir, "saved_model.pb"), "wb") as f:
+            f.write(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tf.saved_model, "save", save)
+    model = LatentDiffusion(unet(), vae())
+    with pytest.raises(OSError, match="No space left"):
+        model.export(str(path), num_steps=1, height=8, width=8, overwrite=True)
+    assert os.listdir(tmp_path) == ["served"]  # the temporary folder is gone
+    assert {p.relative_to(path): p.read_bytes() for p in path.rglob("*") if p.is_file()} == files
+    y = tf.saved_model.load(str(path)).signatures["serving_default"](x=tf.constant(3.0))["y"]
+    assert float(y) == 6.0

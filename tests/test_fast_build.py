@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from keras_ldm import LatentDiffusion
-from keras_ldm.fast_build import CONSTANT_INITIALIZERS, RANDOM_INITIALIZERS, random_init_skipped
+from keras_ldm.backend.fast_build import CONSTANT_INITIALIZERS, RANDOM_INITIALIZERS, random_init_skipped
 from keras_ldm.presets import files
 from keras_ldm.presets.shipped import shipped_path
 from tests.conftest import to_numpy

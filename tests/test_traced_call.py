@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from keras import ops
 
-from keras_ldm.diffusion.compile import compile_function
-from keras_ldm.traced_call import kept_traced_call, traced_call
+from keras_ldm.backend.compile import compile_function
+from keras_ldm.backend.traced_call import kept_traced_call, traced_call
 from tests import tiny_models
 
 BACKEND = keras.backend.backend()
@@ -150,7 +150,7 @@ def test_a_failed_recording_warns_and_falls_back_to_eager(monkeypatch):
 
 
 def without_recordings(monkeypatch):
-    from keras_ldm import traced_call as module
+    from keras_ldm.backend import traced_call as module
 
     monkeypatch.setattr(module, "traced_call", lambda layer, call=None, eager_calls=0: call or layer)
 

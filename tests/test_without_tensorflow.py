@@ -1,4 +1,4 @@
-"""keras_ldm imports and generates with TensorFlow absent (a JAX + CUDA or PyTorch host without TensorFlow)."""
+"""keras_ldm imports, generates and trains with TensorFlow absent (a JAX + CUDA or PyTorch host without TensorFlow)."""
 
 import os
 import subprocess
@@ -34,6 +34,13 @@ unet = UNet(in_channels=4, out_channels=4, model_channels=32, channel_mult=(1,),
 model = LatentDiffusion(unet, vae, cross_attention="text", text_encoder=encoder, tokenizer=tokenizer, p_uncond=0.1)
 images = model.generate(["a red circle", "a circle"], num_steps=2, guidance_scale=3.0, height=8, width=8, seed=1)
 assert images.shape == (2, 8, 8, 3), images.shape
+
+# training on prompts held in memory: tokenized in plain Python, no tf.data
+import numpy as np
+model.compile(learning_rate=1e-3)
+history = model.fit({"images": np.zeros((2, 8, 8, 3), "uint8"), "prompts": ["a red circle", "a circle"]},
+                    batch_size=2, verbose=0)
+assert np.isfinite(history.history["loss"][0])
 assert not [m for m in sys.modules if m.startswith("tensorflow") and sys.modules[m] is not None]
 print("ok")
 """

@@ -21,16 +21,16 @@ PyTorch is needed only to read a `.ckpt` (a pickle); a `.safetensors` state dict
 """
 
 import os
-import pickle
 
 import numpy as np
 
+from keras_ldm.backend.fast_build import random_init_skipped
+from keras_ldm.backend.torch_checkpoint import read_torch_state_dict
 from keras_ldm.convert.diffusers import load_weights
 from keras_ldm.convert.ldm_bert import UNUSED_TENSORS, tokenizer_from_diffusers
 from keras_ldm.convert.ldm_bert import weight_map as ldm_bert_weight_map
 from keras_ldm.convert.tensors import assign_weights
 from keras_ldm.diffusion.schedule import NoiseSchedule
-from keras_ldm.fast_build import random_init_skipped
 from keras_ldm.models.autoencoder import AutoencoderKL, VQAutoencoder
 from keras_ldm.models.conditioners import ClassEmbedder
 from keras_ldm.models.latent_diffusion import LatentDiffusion
@@ -131,30 +131,7 @@ def load_state_dict(ckpt_path, weights_only=True):
         from safetensors.numpy import load_file
 
         return load_file(ckpt_path)
-    try:
-        import torch
-    except ImportError as error:
-        raise ImportError(
-            f"Reading {ckpt_path} (a PyTorch pickle) needs PyTorch: `pip install torch`. "
-            f"A .safetensors copy of its state_dict loads without it."
-        ) from error
-    try:
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=weights_only)
-    except pickle.UnpicklingError as error:
-        raise ValueError(
-            f"{ckpt_path} holds Python objects besides tensors, which torch.load(weights_only=True) refuses "
-            f"({str(error).splitlines()[0]}). If you trust the file, pass weights_only=False "
-            f"(unpickling can run code from it)."
-        ) from error
-    state = checkpoint.get("state_dict", checkpoint)
-    return {key: _to_numpy(value) for key, value in state.items() if isinstance(value, torch.Tensor)}
-
-
-def _to_numpy(tensor):
-    import torch
-
-    tensor = tensor.detach().cpu()
-    return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
+    return read_torch_state_dict(ckpt_path, weights_only)
 
 
 def _strip(state, prefix):

@@ -7,8 +7,8 @@ Tensors are read with the safetensors numpy API and transposed to channels-last 
 import json
 import os
 
+from keras_ldm.backend.fast_build import random_init_skipped
 from keras_ldm.convert.tensors import assign_weights, conv, dense, norm, read_safetensors
-from keras_ldm.fast_build import random_init_skipped
 from keras_ldm.layers.attention import AttnBlock
 from keras_ldm.layers.resnet import ResBlock
 from keras_ldm.models.autoencoder import AutoencoderKL, VQAutoencoder

@@ -9,8 +9,8 @@ reads the `tokenizer/` folder (`vocab.txt`, or the `tokenizer.json` that transfo
 import json
 import os
 
+from keras_ldm.backend.fast_build import random_init_skipped
 from keras_ldm.convert.tensors import assign_weights, dense, norm, read_safetensors
-from keras_ldm.fast_build import random_init_skipped
 from keras_ldm.models.text_encoder import LDMBertEncoder
 from keras_ldm.models.tokenizer import LDMBertTokenizer
 

@@ -1,4 +1,4 @@
-"""`tf.data` helpers producing the batches `LatentDiffusion.fit` consumes (this package needs TensorFlow).
+"""`tf.data` helpers producing the batches `LatentDiffusion.fit` consumes, on every Keras backend.
 
 - `images`: image folders (+ caption sidecar files) -> `{"images"[, "prompts"]}`; uint8 <-> [-1, 1].
 - `degradations`: super-resolution inputs (`low_res`): bicubic and the BSRGAN degradation chain.
@@ -6,6 +6,10 @@
 - `shapes`: the procedural "a {color} {shape} on a {background} background" text-to-image dataset and an
   analyser that reads generated images back.
 - `photos`: scikit-image's bundled photographs with a fixed train / held-out split, as random crops.
+
+TensorFlow is the data library here, not the Keras backend, and these modules never import it: they read
+`tf` from `keras_ldm.backend.lazy_tensorflow`, which imports it on first use. So the package imports on a
+host without TensorFlow and its numpy helpers (shapes, crops, masks) work there; the pipelines need it.
 """
 
 from keras_ldm.data.degradations import bicubic_downsample, bsr_degrade, super_resolution_pairs

@@ -17,8 +17,8 @@ import math
 
 import numpy as np
 
+from keras_ldm.backend.lazy_tensorflow import tf
 from keras_ldm.data.images import element_seeds
-from keras_ldm.lazy_tensorflow import tf
 
 DEGRADATIONS = ("bicubic", "bsr", "bsr_light")
 

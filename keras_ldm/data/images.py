@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from keras_ldm.lazy_tensorflow import tf
+from keras_ldm.backend.lazy_tensorflow import tf
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 

@@ -17,8 +17,8 @@ import math
 
 import numpy as np
 
+from keras_ldm.backend.lazy_tensorflow import tf
 from keras_ldm.data.images import element_seeds, normalize_image_size
-from keras_ldm.lazy_tensorflow import tf
 
 MASK_KINDS = ("boxes", "strokes", "mixed")
 

@@ -13,8 +13,8 @@ import functools
 
 import numpy as np
 
+from keras_ldm.backend.lazy_tensorflow import tf
 from keras_ldm.data.images import element_seeds, normalize_image_size
-from keras_ldm.lazy_tensorflow import tf
 
 SPLITS = {
     "train": (

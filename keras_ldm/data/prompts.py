@@ -3,7 +3,7 @@
 import numpy as np
 from keras import ops
 
-from keras_ldm.lazy_tensorflow import tf
+from keras_ldm.backend.lazy_tensorflow import tf
 
 
 def tokenize_prompts(dataset, tokenizer):

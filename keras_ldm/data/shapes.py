@@ -17,7 +17,7 @@ import itertools
 
 import numpy as np
 
-from keras_ldm.lazy_tensorflow import tf
+from keras_ldm.backend.lazy_tensorflow import tf
 
 COLORS = ("red", "green", "blue", "yellow", "white", "black")
 SHAPES = ("circle", "square", "triangle")

@@ -3,11 +3,16 @@
 - `schedule`: the forward process (`NoiseSchedule`: betas, `q_sample`, parameterizations, loss weights).
 - `samplers`: DDPM, DDIM, PLMS, DPM-Solver++(2M) and Euler as pure functions over `denoise(x, t)`.
 - `guidance`: classifier-free guidance in one model call of batch 2B.
-- `compile`: the whole sampling loop as one compiled function per backend.
+- `loop`: the whole sampling loop as one compiled program (`make_sampling_fn`).
+
+What differs per backend — compiling (`compile_function`) and the noise draws (`make_noise_sampler`) — is
+in `keras_ldm.backend`; both are re-exported here.
 """
 
-from keras_ldm.diffusion.compile import compile_function, make_noise_sampler, make_sampling_fn
+from keras_ldm.backend.compile import compile_function
+from keras_ldm.backend.noise import make_noise_sampler
 from keras_ldm.diffusion.guidance import classifier_free_guidance
+from keras_ldm.diffusion.loop import make_sampling_fn
 from keras_ldm.diffusion.samplers import (
     SAMPLERS,
     get_sampler,

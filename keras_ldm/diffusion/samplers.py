@@ -13,14 +13,14 @@ Every sampler has the signature
 - `num_steps`, `spacing`: which timesteps to visit (`schedule.sampling_timesteps`).
 - `noise_sampler(index) -> tensor like x`: the Gaussian noise source for stochastic steps and the
   inpainting blend; draw `i` feeds the update of step `i`, draw `num_steps + i` the blend of step `i`.
-  Defaults to `compile.make_noise_sampler(seed=0, ...)`.
+  Defaults to `keras_ldm.backend.noise.make_noise_sampler(seed=0, ...)`.
 - `mask`, `x0`: inpainting as CompVis `DDIMSampler`: before the model call of every step,
   `x = mask * q_sample(x0, t) + (1 - mask) * x`; `mask == 1` marks the known region kept from `x0`.
 - `return_trajectory`: also return every intermediate latent, shape `(num_steps, *x.shape)`;
   entry `i` is the latent after step `i` (the last one is the sample).
 
 The loop is one `keras.ops.fori_loop`; per-step constants are numpy tables indexed by the loop
-counter, so the whole sampler compiles into a single program (see `compile.py`).
+counter, so the whole sampler compiles into a single program (see `loop.py`).
 """
 
 from types import SimpleNamespace
@@ -29,6 +29,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_ldm.backend.noise import make_noise_sampler
 from keras_ldm.diffusion.schedule import (
     PARAMETERIZATIONS,
     check_choice,
@@ -357,8 +358,6 @@ class _SamplerRun:
         self.x = ops.convert_to_tensor(x)
         self.mask, self.x0 = _check_inpainting(mask, x0, self.x)
         if noise_sampler is None:
-            from keras_ldm.diffusion.compile import make_noise_sampler
-
             noise_sampler = make_noise_sampler(
                 0, tuple(self.x.shape), keras.backend.standardize_dtype(self.x.dtype)
             )

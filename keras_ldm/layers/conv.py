@@ -10,7 +10,7 @@ class Conv2D(keras.layers.Conv2D):
 
     Same weights, configuration and outputs as the Keras layer. On the torch backend, a channels-last,
     undilated, ungrouped convolution with `"valid"` padding, or `"same"` padding at stride 1 and an odd
-    kernel, runs `keras_ldm.layers.torch_kernels.conv2d_channels_last` (no layout copies, bias fused);
+    kernel, runs `keras_ldm.backend.torch_kernels.conv2d_channels_last` (no layout copies, bias fused);
     everything else, and every other backend, runs Keras' own.
 
     Example:
@@ -42,7 +42,7 @@ class Conv2D(keras.layers.Conv2D):
     def call(self, inputs):
         if self._torch_padding is None:
             return super().call(inputs)
-        from keras_ldm.layers.torch_kernels import conv2d_channels_last
+        from keras_ldm.backend.torch_kernels import conv2d_channels_last
 
         bias = ops.convert_to_tensor(self.bias) if self.use_bias else None
         outputs = conv2d_channels_last(

@@ -12,7 +12,7 @@ class TwoPassGroupNormalization(keras.layers.GroupNormalization):
     group's mean is large against its spread (measured: 1.6e-2 error on a UNet where JAX gives 5e-5).
     Same weights (`gamma`, `beta`) and output as the Keras layer otherwise. On the torch backend,
     normalizing over the last axis runs PyTorch's own GroupNorm kernel (Welford moments, as precise) on
-    the channels-first view (`keras_ldm.layers.torch_kernels`): one kernel instead of a dozen ops.
+    the channels-first view (`keras_ldm.backend.torch_kernels`): one kernel instead of a dozen ops.
 
     Example:
     >>> x = 1000.0 + keras.random.normal((1, 4, 4, 8), seed=0) * 1e-2
@@ -24,7 +24,7 @@ class TwoPassGroupNormalization(keras.layers.GroupNormalization):
     def call(self, inputs):
         if keras.backend.backend() != "torch" or self.axis not in (-1, len(inputs.shape) - 1):
             return super().call(inputs)
-        from keras_ldm.layers.torch_kernels import group_norm_channels_last
+        from keras_ldm.backend.torch_kernels import group_norm_channels_last
 
         gamma = ops.cast(self.gamma, "float32") if self.scale else None
         beta = ops.cast(self.beta, "float32") if self.center else None

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_ldm.backend.traced_call import kept_traced_call
 from keras_ldm.layers.attention import AttnBlock
 from keras_ldm.layers.conv import conv2d
 from keras_ldm.layers.distributions import DiagonalGaussian
@@ -11,8 +12,7 @@ from keras_ldm.layers.quantizer import VectorQuantizer
 from keras_ldm.layers.resnet import Downsample, ResBlock, Upsample
 from keras_ldm.models.blocks import Stage, build_stage, mid_stage, run_mid_stage
 from keras_ldm.models.checks import check_feature_map
-from keras_ldm.presets.mixin import PresetMixin
-from keras_ldm.traced_call import kept_traced_call
+from keras_ldm.models.preset_mixin import PresetMixin
 from keras_ldm.training.autoencoder_trainer import AutoencoderTrainer
 
 EPSILON = 1e-6  # GroupNorm epsilon of the CompVis autoencoders
@@ -307,7 +307,7 @@ class _Autoencoder(PresetMixin, keras.Model):
 
     def _run_encoder(self, images, training):
         """The encoder; on PyTorch recorded from the second call of a signature on (see
-        `keras_ldm.traced_call`: training steps and repeated `generate()` calls)."""
+        `keras_ldm.backend.traced_call`: training steps and repeated `generate()` calls)."""
         return kept_traced_call(self, "encoder", self.encoder, eager_calls=1)(images, training=training)
 
     def _run_decoder(self, features, training):

@@ -23,8 +23,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_ldm.diffusion.compile import compile_function, sampling_loop
+from keras_ldm.backend.compile import compile_function
 from keras_ldm.diffusion.guidance import classifier_free_guidance
+from keras_ldm.diffusion.loop import sampling_loop
 from keras_ldm.models import generation_inputs as checks
 from keras_ldm.models.conditioners import images_to_unit_range, resize_to
 
@@ -90,6 +91,7 @@ class GenerationMixin:
         options = self.sampling_options(num_steps, guidance_scale, sampler, eta, temperature)
         seed = checks.check_seed(seed)
         upscale = checks.check_positive_int(upscale, "upscale")
+        batch_size = checks.check_positive_int(batch_size, "batch_size")  # for every model, as the others
         kwargs = dict(options, seed=seed, height=height, width=width, upscale=upscale, use_ema=use_ema)
         if _is_dataset(inputs):
             if latents is not None:
@@ -214,7 +216,8 @@ class GenerationMixin:
         batch_size=1,
     ):
         if latents is not None and self.concat is None and self.cross_attention is None:
-            batch_size = len(latents)  # unconditional: the latents give the batch
+            shape = np.shape(checks.as_array(latents, "latents"))  # unconditional: the latents give the batch
+            batch_size = shape[0] if shape and shape[0] else batch_size  # else check_latents names them
         request, tensors = self._sampling_request(inputs, batch_size, height, width, upscale)
         guided = self.cross_attention is not None and float(guidance_scale) != 1.0
         if latents is None:
@@ -368,7 +371,7 @@ class GenerationMixin:
         return cache[key]
 
     def _sampling_loop(self, sampler, num_steps, eta):
-        """The uncompiled sampling loop of the UNet (see `keras_ldm.diffusion.compile.sampling_loop`)."""
+        """The uncompiled sampling loop of the UNet (see `keras_ldm.diffusion.loop.sampling_loop`)."""
         options = {"prediction_type": self.parameterization}
         if sampler == "ddim":
             options["eta"] = eta

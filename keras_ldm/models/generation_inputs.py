@@ -1,12 +1,15 @@
 """The checks `generate()` runs before its compiled program: every option and input, with a clear error.
 
 The contract, by input:
-- `num_steps`: an int in [1, T - 1]; `guidance_scale`, `eta`: finite numbers >= 0; `temperature`: a
-  number in [0, 10]; `sampler`: a name of `SAMPLERS`, in any case (`"DDIM"` is `"ddim"`).
+- `num_steps`: an int in [1, T - 1]; `guidance_scale`: a number in [0, 1000]; `eta`: a number in [0, 1]
+  (beyond 1 DDIM's noise exceeds the variance left and every latent is NaN); `temperature`: a number in
+  [0, 10]; `sampler`: a name of `SAMPLERS`, in any case (`"DDIM"` is `"ddim"`).
 - `seed`: any int (numpy ints too); seeds outside [0, 2**31) are folded into it (`seed % 2**31`), so
   `seed=2**40` works on every backend. None draws a fresh seed.
-- `height`, `width`: None (the default size) or a positive int that the model's down-sampling divides.
-- `latents`: finite floats `(B, h, w, c)` whose batch is the request's.
+- `height`, `width`: None (the default size) or a positive int, at most 2**16, that the model's
+  down-sampling divides; `batch_size` and `upscale`: ints in [1, 2**16].
+- `latents`: floats `(B, h, w, c)` whose batch is the request's, finite and within +-1e4 in float32 (the
+  starting noise is standard normal; larger values overflow the decoder).
 - images (super-resolution, inpainting): uint8 `(B, H, W, C)` or one image `(H, W, C)` (the output then
   has no batch axis either); C = 3 (RGB), 4 (RGBA: alpha dropped) or 1, or `(H, W)` greyscale (repeated
   to RGB); floats are read as [-1, 1] (the scale `fit()` takes) and must be finite and within it.
@@ -23,6 +26,9 @@ import numpy as np
 from keras_ldm.diffusion.samplers import SAMPLERS
 
 SEED_RANGE = 2**31
+MAX_SIZE = 2**16  # largest height/width/batch_size/upscale: beyond it shapes overflow the backends' int types
+MAX_LATENT = 1e4  # largest |latents| value: standard-normal noise lies within +-10
+MAX_GUIDANCE = 1000.0  # beyond ~1e20 the guided prediction overflows float32 (a flat, NaN image)
 INPUT_KEYS = {
     "text": ("prompts", "negative_prompts"),
     "class": ("labels",),
@@ -42,8 +48,9 @@ def check_sampling_options(num_steps, guidance_scale, sampler, eta, temperature,
         raise ValueError(f"sampler={sampler!r}; expected one of {sorted(SAMPLERS)} (any case).")
     if _not_int(num_steps) or not 1 <= num_steps < num_timesteps:
         raise ValueError(f"num_steps={num_steps!r}; expected an int in [1, {num_timesteps - 1}].")
-    finite_number(eta, "eta", minimum=0)
-    finite_number(guidance_scale, "guidance_scale", minimum=0, hint=" (1 = no guidance)")
+    finite_number(eta, "eta", minimum=0, maximum=1, hint=" (0 = deterministic DDIM, 1 = DDPM's variance)")
+    hint = " (1 = no guidance)"
+    finite_number(guidance_scale, "guidance_scale", minimum=0, maximum=MAX_GUIDANCE, hint=hint)
     finite_number(temperature, "temperature", minimum=0, maximum=10, hint=" (1 = plain sampling)")
     return {
         "num_steps": int(num_steps),
@@ -89,10 +96,10 @@ def check_size(value, name, default, multiple, factor):
     """A pixel size: `default` for None, else a positive int divisible by `multiple`."""
     if value is None:
         value = default
-    if _not_int(value) or value <= 0 or value % multiple:
+    if _not_int(value) or value <= 0 or value % multiple or value > MAX_SIZE:
         raise ValueError(
             f"{name}={value!r}; it must be a positive multiple of {multiple} (first-stage factor "
-            f"{factor} times the UNet's down-sampling), or None for the default."
+            f"{factor} times the UNet's down-sampling), at most {MAX_SIZE}, or None for the default."
         )
     return int(value)
 
@@ -104,23 +111,39 @@ def check_positive_int(value, name):
     >>> check_positive_int(2, "batch_size")
     2
     """
-    if _not_int(value) or value < 1:
-        raise ValueError(f"{name}={value!r}; expected an int >= 1.")
+    if _not_int(value) or not 1 <= value <= MAX_SIZE:
+        raise ValueError(f"{name}={value!r}; expected an int in [1, {MAX_SIZE}].")
     return int(value)
 
 
 def check_latents(latents, batch, latent_shape):
-    """Finite float latents `(batch, *latent_shape)` as float32 numpy."""
-    array = np.asarray(latents)
+    """Finite float latents `(batch, *latent_shape)` within +-`MAX_LATENT`, as float32 numpy."""
+    array = as_array(latents, "latents")
     expected = (batch, *latent_shape)
     if array.dtype.kind not in "fiu" or tuple(array.shape) != expected:
         raise ValueError(
             f"`latents` has shape {tuple(array.shape)} and dtype {array.dtype}; expected floats of shape "
             f"{expected} (one per image of the request)."
         )
+    with np.errstate(over="ignore"):
+        array = array.astype("float32")  # float64 beyond float32's range becomes inf: caught here
     if not np.isfinite(array).all():
         raise ValueError(f"`latents` holds {np.size(array) - np.isfinite(array).sum()} NaN or inf values.")
-    return array.astype("float32")
+    if np.abs(array).max() > MAX_LATENT:
+        raise ValueError(
+            f"`latents` holds values up to {np.abs(array).max():.3g}; expected starting noise within "
+            f"+-{MAX_LATENT:g} (standard normal; `temperature` scales it)."
+        )
+    return array
+
+
+def as_array(value, name):
+    """`np.asarray(value)`, with an error naming `name` for ragged nested lists."""
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError) as error:
+        message = f"`{name}` must be an array, not ragged nested lists; got {value!r:.80}: {error}"
+        raise ValueError(message) from None
 
 
 def check_input_keys(inputs, kind, purpose):
@@ -144,7 +167,7 @@ def dict_input(inputs, key, purpose):
 
 def image_input(inputs, key, purpose):
     """`(uint8 RGB images (B, H, W, 3), squeeze)`: see the module docstring for what is accepted."""
-    images = np.asarray(dict_input(inputs, key, purpose))
+    images = as_array(dict_input(inputs, key, purpose), key)
     squeeze = images.ndim == 3 or (images.ndim == 2)
     if images.ndim == 2:  # one greyscale image
         images = images[..., None]
@@ -180,7 +203,7 @@ def _to_uint8(images, key):
 
 def mask_input(inputs, image_shape):
     """0/1 float32 masks `(B, H, W, 1)` for images of `image_shape`; 0/255 masks are scaled."""
-    masks = np.asarray(dict_input(inputs, "masks", "inpainting"))
+    masks = as_array(dict_input(inputs, "masks", "inpainting"), "masks")
     if masks.dtype.kind not in "biuf":
         raise ValueError(f"`masks` must be numbers (0/1 or 0/255); got dtype {masks.dtype}.")
     masks = masks.astype("float32")
@@ -200,7 +223,7 @@ def mask_input(inputs, image_shape):
 
 def label_input(inputs, num_classes):
     """int32 class labels `(B,)`, each in [0, num_classes)."""
-    labels = np.asarray(dict_input(inputs, "labels", "class-conditional generation")).reshape(-1)
+    labels = as_array(dict_input(inputs, "labels", "class-conditional generation"), "labels").reshape(-1)
     if labels.size == 0 or labels.dtype.kind not in "iu":
         raise ValueError(f"`labels` must be a non-empty list of ints; got {labels!r:.80} ({labels.dtype}).")
     if labels.min() < 0 or labels.max() >= num_classes:
@@ -224,8 +247,15 @@ def prompt_input(inputs):
             f"Text generation takes a str, a non-empty list of str or a dict with 'prompts'; got {inputs!r:.80}."
         )
     negatives = [negatives] * len(prompts) if isinstance(negatives, str) or negatives is None else negatives
-    negatives = ["" if n is None else n for n in negatives]
-    if len(negatives) != len(prompts) or not all(isinstance(n, str) for n in negatives):
+    if isinstance(negatives, np.ndarray) and negatives.dtype.kind in "US":
+        negatives = [str(n) for n in negatives.reshape(-1)]
+    if isinstance(negatives, (list, tuple)):
+        negatives = ["" if n is None else n for n in negatives]
+    if (
+        not isinstance(negatives, (list, tuple))
+        or len(negatives) != len(prompts)
+        or not all(isinstance(n, str) for n in negatives)
+    ):
         raise ValueError(
             f"negative_prompts={negatives!r:.80}; expected a str or one str per prompt ({len(prompts)})."
         )

@@ -5,20 +5,24 @@ images -> `first_stage.encode` -> x scale_factor -> `schedule.q_sample(z, t, eps
 `unet(z_t [+ concat], t, context)` -> (prediction, target); `compute_loss` turns them into the loss.
 """
 
+import collections.abc
 import contextlib
+import os
+import re
 
 import keras
 import numpy as np
 from keras import ops
 
+from keras_ldm.backend.ema import ema_train_step
+from keras_ldm.backend.traced_call import kept_traced_call
 from keras_ldm.diffusion.schedule import PARAMETERIZATIONS, NoiseSchedule, check_choice
+from keras_ldm.models import generation_inputs as checks
 from keras_ldm.models.autoencoder import AutoencoderKL
 from keras_ldm.models.conditioners import images_to_unit_range, masked_images, resize_to
 from keras_ldm.models.generation import GENERATION_DEFAULTS, GenerationMixin
-from keras_ldm.presets.files import copy_variables, save_preset
-from keras_ldm.presets.mixin import PresetMixin
-from keras_ldm.traced_call import kept_traced_call
-from keras_ldm.training.ema import ExponentialMovingAverage, ema_train_step
+from keras_ldm.models.preset_mixin import PresetMixin, write_preset
+from keras_ldm.training.ema import ExponentialMovingAverage
 from keras_ldm.training.schedules import LinearWarmup
 from keras_ldm.training.seeds import saved_seed_generator
 
@@ -118,7 +122,9 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
         self.l_simple_weight, self.original_elbo_weight = l_simple_weight, original_elbo_weight
         self.p_uncond, self.scale_by_std, self.signed_masks = p_uncond, scale_by_std, bool(signed_masks)
         self.train_text_encoder, self.seed, self.ema_decay = train_text_encoder, seed, ema_decay
-        self.generation_defaults = _check_generation_defaults(generation_defaults)
+        self.generation_defaults = _check_generation_defaults(
+            generation_defaults, self.schedule.num_timesteps
+        )
         self._check_components()
         _set_trainable(first_stage, False)
         if text_encoder is not None:
@@ -209,7 +215,7 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
         return latents * ops.cast(self.scale_factor, latents.dtype)
 
     def _recorded_unet(self):
-        """The UNet, recorded on PyTorch once per input signature (see `keras_ldm.traced_call`)."""
+        """The UNet, recorded on PyTorch once per input signature (see `keras_ldm.backend.traced_call`)."""
         return kept_traced_call(self, "unet", self.unet)
 
     def _recorded_text_encoder(self):
@@ -324,6 +330,13 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
         class table are a `ValueError`. Training stops at the first NaN/inf loss
         (`keras.callbacks.TerminateOnNaN` is added unless the callbacks hold one).
         """
+        if x is None or isinstance(x, (list, tuple, str, bytes, int, float)) or hasattr(x, "shape"):
+            raise TypeError(
+                f"`x` must be a dict of arrays ({{'images': ..., ...}}) or a tf.data.Dataset of dict "
+                f"batches; got {type(x).__name__}."
+            )
+        if isinstance(x, dict):  # lists (and nested lists) as arrays; `prompts` stay strings
+            x = {key: value if key == "prompts" else _batch_array(value, key) for key, value in x.items()}
         if _is_tf_dataset(x) or isinstance(x, dict):
             keys = set(x.element_spec if _is_tf_dataset(x) else x)
             used = self.batch_keys(keys)
@@ -341,6 +354,7 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
                 if "prompts" in x:
                     token_ids = self.tokenizer(_prompt_list(x.pop("prompts")))
                     x["token_ids"] = np.asarray(ops.convert_to_numpy(token_ids))
+                _check_batch_lengths(x)
         callbacks = list(kwargs.pop("callbacks", None) or [])
         if not any(isinstance(c, keras.callbacks.TerminateOnNaN) for c in callbacks):
             callbacks.append(keras.callbacks.TerminateOnNaN())
@@ -455,10 +469,19 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
         >>> LatentDiffusion.from_preset(path).generation_defaults
         {'num_steps': 25}
         """
+        _check_preset_arguments(path, description, overwrite)
+        previous = self.generation_defaults
         if generation_defaults is not None:
-            self.generation_defaults = _check_generation_defaults(generation_defaults)
-        model = self.inference_copy() if inference_only else self
-        save_preset(model, path, description=description, overwrite=overwrite, weights_dtype=weights_dtype)
+            num_timesteps = self.schedule.num_timesteps
+            self.generation_defaults = _check_generation_defaults(generation_defaults, num_timesteps)
+        try:
+            model = self.inference_copy() if inference_only else self
+            write_preset(
+                model, path, description=description, overwrite=overwrite, weights_dtype=weights_dtype
+            )
+        except BaseException:  # a failed save changes nothing, the model's defaults included
+            self.generation_defaults = previous
+            raise
 
     def inference_copy(self):
         """A copy with the moving-average weights as its weights and no EMA, optimizer or loss state."""
@@ -466,7 +489,7 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
         config["config"]["ema_decay"] = None
         copy = keras.saving.deserialize_keras_object(config)
         with self.ema_scope():
-            copy_variables(self, copy)
+            _copy_variables(self, copy)
         return copy
 
     def get_config(self):
@@ -505,13 +528,48 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
         return cls(**config)
 
 
-def _check_generation_defaults(defaults):
-    defaults = dict(defaults or {})
+def _check_generation_defaults(defaults, num_timesteps):
+    """`generation_defaults` with plain Python values (JSON-safe): known keys, values `generate()` takes."""
+    if defaults is None:
+        return {}
+    if not isinstance(defaults, collections.abc.Mapping):
+        raise TypeError(f"generation_defaults={defaults!r:.80}; expected a dict such as {{'num_steps': 50}}.")
     allowed = {*GENERATION_DEFAULTS, "image_size"}
-    unknown = sorted(set(defaults) - allowed)
+    unknown = sorted(map(repr, set(defaults) - allowed))
     if unknown:
-        raise ValueError(f"`generation_defaults` has unknown keys {unknown}; allowed: {sorted(allowed)}.")
-    return defaults
+        raise ValueError(
+            f"`generation_defaults` has unknown keys [{', '.join(unknown)}]; allowed: {sorted(allowed)}."
+        )
+    try:
+        given = {key: value for key, value in defaults.items() if key != "image_size"}
+        placeholders = dict(GENERATION_DEFAULTS, num_steps=1)  # valid for any schedule: `given` is checked
+        options = checks.check_sampling_options(**dict(placeholders, **given), num_timesteps=num_timesteps)
+        image_size = defaults.get("image_size")
+        if image_size is not None:
+            image_size = checks.check_positive_int(image_size, "image_size")
+    except (ValueError, TypeError) as error:
+        raise type(error)(f"`generation_defaults`: {error}") from None
+    checked = {key: options[key] for key in given}
+    if "image_size" in defaults:
+        checked["image_size"] = image_size
+    return checked
+
+
+def _check_preset_arguments(path, description, overwrite):
+    """Errors naming a `save_to_preset` argument that cannot work, before anything is written."""
+    if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path={path!r:.80}; expected a folder path (a str or os.PathLike).")
+    if not os.fspath(path) or "\x00" in os.fspath(path):
+        raise ValueError(f"path={path!r}; expected a folder path.")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent) and parent != os.path.dirname(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"path={os.fspath(path)!r}: {parent!r} is a file; no folder can be made under it.")
+    if not isinstance(description, str):
+        raise TypeError(f"description={description!r:.80}; expected a str (one line).")
+    if not isinstance(overwrite, (bool, np.bool_)):
+        raise TypeError(f"overwrite={overwrite!r:.80}; expected True or False.")
 
 
 def _set_trainable(model, trainable):
@@ -537,6 +595,21 @@ def _masks(masks):
     if len(masks.shape) != 4 or masks.shape[-1] != 1:
         raise ValueError(f"`masks` must have shape (B, H, W) or (B, H, W, 1); got {tuple(masks.shape)}.")
     return masks
+
+
+def _batch_array(value, key):
+    """A training array: arrays and tensors as they are, anything else through `np.asarray`."""
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return value
+    return checks.as_array(value, key)
+
+
+def _check_batch_lengths(batch):
+    """Every array of an in-memory batch dict holds one entry per image (`token_ids` counts `prompts`)."""
+    lengths = {key: (np.shape(value)[0] if np.ndim(value) else None) for key, value in batch.items()}
+    if len(set(lengths.values())) > 1:
+        named = {("prompts" if key == "token_ids" else key): length for key, length in lengths.items()}
+        raise ValueError(f"The training arrays need one entry per image; their lengths are {named}.")
 
 
 def _prompt_list(prompts):
@@ -569,3 +642,23 @@ def _without_compile_configs(config):
     if isinstance(config, list):
         return [_without_compile_configs(value) for value in config]
     return config
+
+
+def _copy_variables(source, target):
+    """Assigns `source`'s variable values to `target`'s, matched by path.
+
+    Paths start at the model's components (`u_net/...`, `autoencoder_kl/...`); a component rebuilt in the
+    same process gets a numbered name (`u_net_1`), so that number is ignored. Variables `target` does not
+    have (optimizer, EMA, training-loss networks such as the discriminator) are left out.
+    """
+    values = {_component_path(variable): variable for variable in source.variables}
+    for variable in target.variables:
+        key = _component_path(variable)
+        if key not in values:
+            raise ValueError(f"The model has no variable {key!r} to copy into its inference copy.")
+        variable.assign(values[key].value)
+
+
+def _component_path(variable):
+    component, _, rest = variable.path.partition("/")
+    return re.sub(r"_\d+$", "", component) + "/" + rest

@@ -4,8 +4,8 @@
 truncation=True)`: `[CLS] word pieces [SEP]`, truncated to 77 and padded with `[PAD]`. Calling an
 `LDMBertTokenizer` does the same in plain Python (`word_piece.PythonWordPiece`), so text-to-image runs on a
 JAX + CUDA or PyTorch host without TensorFlow, and loading a preset imports neither TensorFlow nor
-keras-hub. The SavedModel export tokenizes inside its graph with keras-hub's `WordPieceTokenizer` and
-`StartEndPacker` (TensorFlow Text underneath), built on first use: the same ids (tested).
+keras-hub. The SavedModel export tokenizes inside its graph with core TensorFlow ops
+(`keras_ldm.export_tokenizer`, no TensorFlow Text): the same ids (tested).
 """
 
 import unicodedata
@@ -103,48 +103,11 @@ class LDMBertTokenizer:
         self.strip_accents = strip_accents
         self.pieces = pieces
         self.python_word_piece = self._build_python(pieces)
-        self._graph_ops = None
-
-    @property
-    def word_piece(self):
-        """keras-hub's `WordPieceTokenizer` on the same vocabulary, for tokenizing inside a TensorFlow graph
-        (the SavedModel export); built on first use, as it needs TensorFlow and keras-hub. Calling the
-        tokenizer tokenizes in plain Python, to the same ids, without importing either."""
-        return self._graph_tokenizer()[0]
-
-    @property
-    def packer(self):
-        """keras-hub's `StartEndPacker` that pairs with `word_piece`: `[CLS] ids [SEP] [PAD]...`."""
-        return self._graph_tokenizer()[1]
-
-    def _graph_tokenizer(self):
-        if self._graph_ops is None:
-            self._graph_ops = self._build(self.pieces)
-        return self._graph_ops
 
     def _build_python(self, pieces):
         special = [token for token in SPECIAL_TOKENS if token in pieces]
         strip_accents = self.lowercase if self.strip_accents is None else self.strip_accents
         return PythonWordPiece(pieces, self.lowercase, strip_accents, special)
-
-    def _build(self, pieces):
-        import keras_hub  # needs TensorFlow (tf-text); imported here so that keras_ldm does not
-
-        word_piece = keras_hub.tokenizers.WordPieceTokenizer(
-            vocabulary=pieces,
-            lowercase=self.lowercase,
-            strip_accents=self.lowercase if self.strip_accents is None else self.strip_accents,
-            oov_token="[UNK]",
-            special_tokens=[token for token in SPECIAL_TOKENS if token in pieces],
-            special_tokens_in_strings=True,
-        )
-        packer = keras_hub.layers.StartEndPacker(
-            sequence_length=self.sequence_length,
-            start_value=word_piece.token_to_id("[CLS]"),
-            end_value=word_piece.token_to_id("[SEP]"),
-            pad_value=word_piece.token_to_id("[PAD]"),
-        )
-        return word_piece, packer
 
     @property
     def vocabulary_size(self):

@@ -1,7 +1,7 @@
 """BERT word-piece tokenization in plain Python, for hosts without TensorFlow (a JAX + CUDA or PyTorch box).
 
-`LDMBertTokenizer` uses keras-hub (TensorFlow Text) when TensorFlow is installed, since only that version
-runs inside a `tf.function` or an exported SavedModel; elsewhere it uses `PythonWordPiece`, which follows
+`LDMBertTokenizer` tokenizes with `PythonWordPiece` (the SavedModel export with its graph twin,
+`keras_ldm.export_tokenizer`), which follows
 `transformers.BertTokenizer` step by step: clean the text (done by the caller), keep special tokens such
 as `[MASK]` whole, space out CJK characters, lower-case and strip accents, split on whitespace and
 punctuation, then greedy longest-match-first word pieces (`##` continuations; a word that cannot be

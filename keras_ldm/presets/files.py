@@ -15,11 +15,10 @@ import contextlib
 import datetime
 import json
 import os
-import re
 
 import keras
 
-from keras_ldm.fast_build import random_init_skipped
+from keras_ldm.backend.fast_build import random_init_skipped
 from keras_ldm.presets.atomic import atomic_folder
 
 CONFIG_FILE = "config.json"
@@ -128,26 +127,6 @@ def load_preset(path, load_weights=True, dtype=None):
     if load_weights:
         load_weights_file(model, os.path.join(path, WEIGHTS_FILE))
     return model
-
-
-def copy_variables(source, target):
-    """Assigns `source`'s variable values to `target`'s, matched by path.
-
-    Paths start at the model's components (`u_net/...`, `autoencoder_kl/...`); a component rebuilt in the
-    same process gets a numbered name (`u_net_1`), so that number is ignored. Variables `target` does not
-    have (optimizer, EMA, training-loss networks such as the discriminator) are left out.
-    """
-    values = {_component_path(variable): variable for variable in source.variables}
-    for variable in target.variables:
-        key = _component_path(variable)
-        if key not in values:
-            raise ValueError(f"The model has no variable {key!r} to copy into its inference copy.")
-        variable.assign(values[key].value)
-
-
-def _component_path(variable):
-    component, _, rest = variable.path.partition("/")
-    return re.sub(r"_\d+$", "", component) + "/" + rest
 
 
 def _cast_weights_file(weights_path, dtype):

@@ -14,7 +14,14 @@
 
 import os
 
+from keras_ldm.convert.compvis import from_compvis_checkpoint
+from keras_ldm.convert.pipelines import (
+    from_diffusers_pipeline,
+    is_diffusers_pipeline,
+    pipeline_generation_defaults,
+)
 from keras_ldm.presets import files
+from keras_ldm.presets.architectures import ARCHITECTURES
 from keras_ldm.presets.shipped import SHIPPED, shipped_path
 
 HF_PREFIX = "hf://"
@@ -22,8 +29,6 @@ HF_PREFIX = "hf://"
 
 def all_presets():
     """`{name: description}` of every named preset (shipped first, then architectures)."""
-    from keras_ldm.presets.architectures import ARCHITECTURES
-
     presets = {name: preset["description"] for name, preset in SHIPPED.items()}
     presets.update({name: arch.description for name, arch in ARCHITECTURES.items()})
     return presets
@@ -66,15 +71,11 @@ def from_preset(preset, load_weights=True, dtype=None, config=None, kind="latent
 
 def preset_names(kind):
     """The named presets that build a model of `kind` (`"latent_diffusion"` or `"autoencoder"`)."""
-    from keras_ldm.presets.architectures import ARCHITECTURES
-
     names = list(SHIPPED) if kind == "latent_diffusion" else []
     return names + [name for name, arch in ARCHITECTURES.items() if arch.kind == kind]
 
 
 def _named_architecture(preset, kind):
-    from keras_ldm.presets.architectures import ARCHITECTURES
-
     arch = ARCHITECTURES.get(preset)
     if arch is not None and arch.kind != kind:
         raise ValueError(
@@ -85,8 +86,6 @@ def _named_architecture(preset, kind):
 
 
 def _from_folder(path, load_weights, dtype):
-    from keras_ldm.convert.pipelines import from_diffusers_pipeline, is_diffusers_pipeline
-
     if files.is_preset_dir(path):
         return files.load_preset(path, load_weights, dtype)
     if is_diffusers_pipeline(path):
@@ -106,8 +105,6 @@ def _from_folder(path, load_weights, dtype):
 
 def _generation_defaults_of_pipeline(path):
     """The pipeline's own `__call__` defaults as `generation_defaults` (sampler, steps, eta, guidance, size)."""
-    from keras_ldm.convert.pipelines import pipeline_generation_defaults
-
     defaults = pipeline_generation_defaults(path)
     kept = {
         key: defaults[key] for key in ("num_steps", "guidance_scale", "sampler", "eta") if key in defaults
@@ -157,8 +154,6 @@ def _from_architecture(arch, load_weights, dtype):
 
 
 def _from_checkpoint(path, config, load_weights, dtype):
-    from keras_ldm.convert.compvis import from_compvis_checkpoint
-
     if config is None:
         raise ValueError(
             f"A CompVis checkpoint needs its YAML config: from_preset({path!r}, config='.../config.yaml')."

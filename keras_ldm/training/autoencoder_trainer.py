@@ -11,15 +11,15 @@ One training step, on a batch of images `x` (uint8, or floats in [-1, 1]):
    `optimizer.discriminator`, kept only from step `disc_start` on (before it, the discriminator's
    weights, statistics and optimizer state stay exactly as they were).
 
-The step is written once with keras.ops; `keras_ldm.training.gradients` holds the backend-specific part.
+The step is written once with keras.ops; `keras_ldm.backend.gradients` holds the backend-specific part.
 """
 
 import keras
 from keras import ops
 
+from keras_ldm.backend import gradients
 from keras_ldm.losses.autoencoder_loss import AutoencoderLoss, adaptive_weight
 from keras_ldm.losses.discriminator import NLayerDiscriminator
-from keras_ldm.training import gradients
 from keras_ldm.training.optimizers import OptimizerPair
 
 SHARED_METRICS = ("rec_loss", "p_loss", "nll_loss")

@@ -7,12 +7,15 @@ import time
 import keras
 import numpy as np
 
+from keras_ldm.backend.lazy_tensorflow import tf
+
 
 class SampleImagesToTensorBoard(keras.callbacks.Callback):
     """Every `every_n_epochs`, generates images with `model.generate(inputs, ...)` and logs them.
 
     The images go to TensorBoard as `name` under `log_dir/samples` (TensorFlow's summary writer),
     as a grid-free batch of uint8 images; generation uses the EMA weights when the model has them.
+    TensorFlow writes the summaries on every Keras backend (imported when the first one is written).
 
     Args:
         log_dir: the TensorBoard log directory (the one given to `keras.callbacks.TensorBoard`).
@@ -40,8 +43,6 @@ class SampleImagesToTensorBoard(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every_n_epochs:
             return
-        import tensorflow as tf
-
         images = self.model.generate(self.inputs, **self.generate_kwargs)
         images = np.asarray(images)
         if images.ndim == 3:

@@ -1,8 +1,8 @@
 """Exponential moving average of trained weights, with CompVis' warm-up decay `min(d, (1+n)/(10+n))`.
 
 The averages are non-trainable variables of the model that owns them, so they are saved, restored
-and checkpointed with it. `ema_train_step` is the one backend-aware piece: after the optimizer step
-it folds the new weights into the averages (statelessly on JAX, by assignment elsewhere).
+and checkpointed with it. The maths is here, in `keras.ops`; the training step that applies it after the
+optimizer step (statelessly on JAX, by assignment elsewhere) is `keras_ldm.backend.ema.ema_train_step`.
 """
 
 import contextlib
@@ -82,7 +82,8 @@ class ExponentialMovingAverage:
         self.num_updates.assign(count)
 
     def stateless_update(self, model, trainable_values, non_trainable_values):
-        """JAX: the model's new non-trainable values, given its trainable and non-trainable values."""
+        """The model's new non-trainable values, given its trainable and non-trainable values (for JAX's
+        pure training step)."""
         trainable_index = {id(v): i for i, v in enumerate(model.trainable_variables)}
         non_trainable_index = {id(v): i for i, v in enumerate(model.non_trainable_variables)}
         sources = [trainable_values[trainable_index[id(v)]] for v in self.sources]
@@ -114,14 +115,3 @@ def _copy_of(variable):
     value = np.array(keras.ops.convert_to_numpy(variable))
     return lambda shape, dtype=None: ops.cast(ops.convert_to_tensor(value), dtype or variable.dtype)
 
-
-def ema_train_step(model, parent_train_step, *args):
-    """Runs the backend's `train_step`, then updates `model.ema` (the only backend-specific EMA code)."""
-    if keras.backend.backend() == "jax":
-        state, data = args
-        logs, (trainable, non_trainable, optimizer_values, metrics) = parent_train_step(state, data)
-        non_trainable = model.ema.stateless_update(model, trainable, non_trainable)
-        return logs, (trainable, non_trainable, optimizer_values, metrics)
-    logs = parent_train_step(*args)
-    model.ema.update()
-    return logs

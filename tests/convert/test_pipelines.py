@@ -23,8 +23,8 @@ from keras_ldm.convert.pipelines import (
     sampler_differences,
     schedule_from_scheduler_config,
 )
-from keras_ldm.diffusion.compile import make_sampling_fn
 from keras_ldm.diffusion.guidance import classifier_free_guidance
+from keras_ldm.diffusion.loop import make_sampling_fn
 from keras_ldm.models import AutoencoderKL, LatentDiffusion, VQAutoencoder
 from tests.conftest import nchw_to_nhwc, to_numpy
 

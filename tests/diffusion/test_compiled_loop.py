@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from keras import ops
 
-from keras_ldm.diffusion.compile import compile_function, make_noise_sampler, make_sampling_fn
+from keras_ldm.backend.compile import compile_function
+from keras_ldm.backend.noise import make_noise_sampler
 from keras_ldm.diffusion.guidance import classifier_free_guidance
+from keras_ldm.diffusion.loop import make_sampling_fn
 from keras_ldm.diffusion.samplers import get_sampler
 from keras_ldm.diffusion.schedule import NoiseSchedule
 

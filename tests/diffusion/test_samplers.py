@@ -355,7 +355,7 @@ def test_small_unet_with_guidance_matches_diffusers(tmp_path):
     import diffusers
 
     from keras_ldm.convert import from_diffusers
-    from keras_ldm.diffusion.compile import make_sampling_fn
+    from keras_ldm.diffusion.loop import make_sampling_fn
 
     torch.manual_seed(0)
     reference = diffusers.UNet2DConditionModel(

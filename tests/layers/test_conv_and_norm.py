@@ -1,5 +1,5 @@
 """`Conv2D` and `TwoPassGroupNormalization`: the same numbers as Keras' layers and numpy, on every backend
-(on PyTorch through `keras_ldm.layers.torch_kernels`, which these tests check is the path taken)."""
+(on PyTorch through `keras_ldm.backend.torch_kernels`, which these tests check is the path taken)."""
 
 import keras
 import numpy as np

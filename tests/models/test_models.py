@@ -226,8 +226,8 @@ def test_from_diffusers_rejects_tensors_that_do_not_fit_the_config(tmp_path):
 
 
 def test_gradient_checkpointing_gives_the_same_outputs_and_gradients():
-    from keras_ldm.diffusion.compile import compile_function
-    from keras_ldm.training.gradients import value_and_grad
+    from keras_ldm.backend.compile import compile_function
+    from keras_ldm.backend.gradients import value_and_grad
 
     config = dict(
         in_channels=4, out_channels=4, model_channels=16, channel_mult=(1, 2), num_res_blocks=1,

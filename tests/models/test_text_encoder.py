@@ -310,13 +310,12 @@ def test_python_tokenizer_matches_transformers(vocab_file, lowercase):
     tokenizer = LDMBertTokenizer(vocab_file, lowercase=lowercase)
     expected = reference_ids(BertTokenizer(vocab_file, do_lower_case=lowercase), HARD_PROMPTS)
     np.testing.assert_array_equal(to_numpy(tokenizer(HARD_PROMPTS)), expected)
-    assert tokenizer._graph_ops is None  # keras-hub's graph tokenizer is built only when asked for
     assert tokenizer.vocabulary_size == len(VOCABULARY) and tokenizer.token_to_id("[SEP]") == 3
 
 
 @pytest.mark.parametrize("lowercase", [True, False])
 def test_graph_tokenizer_of_the_export_gives_the_same_ids(vocab_file, lowercase):
-    """The SavedModel tokenizes with keras-hub's TensorFlow ops; `generate()` in Python: same ids."""
+    """The SavedModel tokenizes with core TensorFlow ops; `generate()` in Python: same ids."""
     tf = pytest.importorskip("tensorflow")
     from keras_ldm.export import tokenize_in_graph
 

@@ -1,6 +1,9 @@
-"""`from_preset` / `save_to_preset` / `presets` for keras_ldm models, keras-hub style."""
+"""`from_preset` / `save_to_preset` / `presets` for keras_ldm models, keras-hub style.
 
-from keras_ldm.presets import files, loading
+`keras_ldm.presets` sits above the models (it builds them, and converts checkpoints into them), so this
+module imports it only inside the methods, when a preset is loaded or saved: importing a model never
+imports the preset machinery, and no import cycle runs through here.
+"""
 
 
 class _ClassProperty:
@@ -19,6 +22,8 @@ class PresetMixin:
     @_ClassProperty
     def presets(cls):
         """`{name: description}` of the named presets this class loads."""
+        from keras_ldm.presets import loading
+
         presets = loading.all_presets()
         return {name: presets[name] for name in loading.preset_names(cls.preset_kind)}
 
@@ -33,6 +38,8 @@ class PresetMixin:
             dtype: a dtype policy (e.g. `"mixed_bfloat16"`); default: as saved.
             config: the YAML config of a CompVis `.ckpt`.
         """
+        from keras_ldm.presets import loading
+
         model = loading.from_preset(preset, load_weights, dtype, config, kind=cls.preset_kind)
         if not isinstance(model, cls):
             raise ValueError(
@@ -49,4 +56,11 @@ class PresetMixin:
             description: one line stored in `metadata.json`.
             overwrite: replace an existing preset in `path`.
         """
-        files.save_preset(self, path, description=description, overwrite=overwrite)
+        write_preset(self, path, description=description, overwrite=overwrite)
+
+
+def write_preset(model, path, **options):
+    """`keras_ldm.presets.files.save_preset(model, path, **options)`."""
+    from keras_ldm.presets.files import save_preset
+
+    save_preset(model, path, **options)
