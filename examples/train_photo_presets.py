@@ -30,7 +30,8 @@ import numpy as np
 from keras_ldm.data.masks import random_masks
 from keras_ldm.data.photos import random_photo_crops
 from keras_ldm.models import AutoencoderKL, LatentDiffusion, UNet
-from keras_ldm.training.fit_steps import fit_steps
+
+from _training import fit_or_load, fit_or_load_autoencoder
 
 LATENT_CHANNELS = 8
 TASKS = {
@@ -88,23 +89,12 @@ def build_ldm(task, autoencoder, seed):
 
 
 def train_autoencoder(args):
-    path = os.path.join(args.work_dir, "autoencoder.weights.h5")
     autoencoder = build_autoencoder()
-    if os.path.exists(path):
-        autoencoder.load_weights(path)
-        return autoencoder
     if args.init_autoencoder:  # continue from earlier weights (a longer run in two parts)
         autoencoder.load_weights(args.init_autoencoder)
-    crops = random_photo_crops("train", size=32, count=args.examples, seed=args.seed)
-    autoencoder.compile(
-        optimizer=keras.optimizers.Adam(args.ae_learning_rate, beta_1=0.5, beta_2=0.9),
-        perceptual_weight=0.0,
-        disc_factor=0.0,
+    fit_or_load_autoencoder(
+        autoencoder, args, lambda: random_photo_crops("train", size=32, count=args.examples, seed=args.seed)
     )
-    backup = os.path.join(args.work_dir, "autoencoder_backup")
-    fit_steps(autoencoder, crops, args.ae_steps, args.ae_batch_size, "autoencoder", args.log_every, backup,
-              args.ae_time_budget)  # fmt: skip
-    autoencoder.save_weights(path)
     return autoencoder
 
 
@@ -129,17 +119,17 @@ def training_data(task, count, seed):
 
 def train_ldm(args, autoencoder):
     ldm = build_ldm(args.task, autoencoder, args.seed)
-    path = os.path.join(args.work_dir, f"{args.task}.weights.h5")
-    if os.path.exists(path):
-        ldm.load_weights(path)
-        return ldm
-    ldm.compile(learning_rate=args.learning_rate, warmup_steps=100)
-    data = training_data(args.task, args.examples, args.seed + 1)
-    backup = os.path.join(args.work_dir, f"{args.task}_backup")
-    fit_steps(
-        ldm, data, args.ldm_steps, args.batch_size, args.task, args.log_every, backup, args.ldm_time_budget
+    fit_or_load(
+        ldm,
+        args.task,
+        args,
+        lambda: training_data(args.task, args.examples, args.seed + 1),
+        args.ldm_steps,
+        args.batch_size,
+        args.ldm_time_budget,
+        learning_rate=args.learning_rate,
+        warmup_steps=100,
     )
-    ldm.save_weights(path)
     return ldm
 
 

@@ -26,7 +26,8 @@ from keras_ldm.data.shapes import COLORS, SHAPES, all_prompts, describe_image, p
 from keras_ldm.models import AutoencoderKL, LatentDiffusion, UNet
 from keras_ldm.models.text_encoder import LDMBertEncoder
 from keras_ldm.models.tokenizer import LDMBertTokenizer
-from keras_ldm.training.fit_steps import fit_steps
+
+from _training import fit_or_load, fit_or_load_autoencoder
 
 VOCABULARY = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "on", "background", *COLORS, *SHAPES]
 PROMPT_LENGTH = 16  # [CLS] + 7 words + [SEP], padded
@@ -80,23 +81,12 @@ def build_ldm(autoencoder, seed):
 
 
 def train_autoencoder(args):
-    path = os.path.join(args.work_dir, "autoencoder.weights.h5")
     autoencoder = build_autoencoder()
-    if os.path.exists(path):
-        autoencoder.load_weights(path)
-        print(f"autoencoder: loaded {path}")
-        return autoencoder
-    images = shapes_arrays(args.examples, seed=args.seed)["images"]
-    autoencoder.compile(
-        optimizer=keras.optimizers.Adam(args.ae_learning_rate, beta_1=0.5, beta_2=0.9),
-        perceptual_weight=0.0,
-        disc_factor=0.0,
+    trained = fit_or_load_autoencoder(
+        autoencoder, args, lambda: shapes_arrays(args.examples, seed=args.seed)["images"]
     )
-    backup = os.path.join(args.work_dir, "autoencoder_backup")
-    fit_steps(autoencoder, images, args.ae_steps, args.ae_batch_size, "autoencoder", args.log_every, backup,
-              args.ae_time_budget)  # fmt: skip
-    autoencoder.save_weights(path)
-    report_reconstructions(autoencoder)
+    if trained:
+        report_reconstructions(autoencoder)
     return autoencoder
 
 
@@ -115,18 +105,14 @@ def report_reconstructions(autoencoder, count=90):
 
 def train_ldm(args, autoencoder):
     ldm = build_ldm(autoencoder, args.seed)
-    path = os.path.join(args.work_dir, "ldm.weights.h5")
-    if os.path.exists(path):
-        ldm.load_weights(path)
-        print(f"ldm: loaded {path}")
-        return ldm
-    ldm.compile(learning_rate=args.learning_rate, warmup_steps=200)
-    arrays = shapes_arrays(args.examples, seed=args.seed + 1)
-    token_ids = keras.ops.convert_to_numpy(ldm.tokenizer(all_prompts()))[arrays["labels"]]
-    data = {"images": arrays["images"], "token_ids": token_ids}
-    backup = os.path.join(args.work_dir, "ldm_backup")
-    fit_steps(ldm, data, args.ldm_steps, args.batch_size, "ldm", args.log_every, backup, args.ldm_time_budget)
-    ldm.save_weights(path)
+
+    def make_data():
+        arrays = shapes_arrays(args.examples, seed=args.seed + 1)
+        token_ids = keras.ops.convert_to_numpy(ldm.tokenizer(all_prompts()))[arrays["labels"]]
+        return {"images": arrays["images"], "token_ids": token_ids}
+
+    steps = args.ldm_steps, args.batch_size, args.ldm_time_budget
+    fit_or_load(ldm, "ldm", args, make_data, *steps, learning_rate=args.learning_rate, warmup_steps=200)
     return ldm
 
 

@@ -1,5 +1,7 @@
 """The first stage: Encoder/Decoder and the KL- and VQ-regularised autoencoders."""
 
+from functools import partial
+
 import keras
 from keras import ops
 
@@ -16,6 +18,39 @@ from keras_ldm.models.preset_mixin import PresetMixin
 from keras_ldm.training.autoencoder_trainer import AutoencoderTrainer
 
 EPSILON = 1e-6  # GroupNorm epsilon of the CompVis autoencoders
+
+
+def _level_stage(name, channels, count, attention, make_resampler, dropout, groups):
+    """One resolution level of the Encoder (`down_blocks_i`) or Decoder (`up_blocks_i`): `count`
+    ResBlocks, each followed by an AttnBlock when `attention`, then `make_resampler()` if given
+    (created last, as the layers were before this helper)."""
+    resnets = [
+        ResBlock(channels, dropout=dropout, epsilon=EPSILON, groups=groups, name=f"{name}_resnets_{j}")
+        for j in range(count)
+    ]
+    attentions = (
+        [AttnBlock(groups=groups, name=f"{name}_attentions_{j}") for j in range(count)] if attention else []
+    )
+    resampler = None if make_resampler is None else make_resampler()
+    return Stage(resnets, attentions, resampler, name=name)
+
+
+def _mid_block(channels, attention, dropout, groups):
+    """The middle stage shared by Encoder and Decoder (its AttnBlock only with `attention`)."""
+    block = AttnBlock(groups=groups, name="mid_block_attentions_0") if attention else None
+    return mid_stage(channels, block, dropout=dropout, epsilon=EPSILON, groups=groups)
+
+
+def _run_level_stages(stages, h, training):
+    """Runs `_level_stage`s in order: ResBlock (-> AttnBlock) per block, then the resampler."""
+    for stage in stages:
+        for j, resnet in enumerate(stage.resnets):
+            h = resnet(h, training=training)
+            if stage.attentions:
+                h = stage.attentions[j](h)
+        if stage.resampler is not None:
+            h = stage.resampler(h)
+    return h
 
 
 @keras.saving.register_keras_serializable(package="keras_ldm")
@@ -67,39 +102,16 @@ class Encoder(keras.layers.Layer):
         size = resolution
         for level, mult in enumerate(self.ch_mult):
             last = level == len(self.ch_mult) - 1
-            resnets = [
-                ResBlock(
-                    ch * mult,
-                    dropout=dropout,
-                    epsilon=EPSILON,
-                    groups=groups,
-                    name=f"down_blocks_{level}_resnets_{j}",
-                )
-                for j in range(num_res_blocks)
-            ]
-            attentions = (
-                [
-                    AttnBlock(groups=groups, name=f"down_blocks_{level}_attentions_{j}")
-                    for j in range(num_res_blocks)
-                ]
-                if size in self.attn_resolutions
-                else []
+            name = f"down_blocks_{level}"
+            downsample = (
+                None if last else partial(Downsample, ch * mult, padding="asymmetric", name=f"{name}_downsample")
             )
-            resampler = (
-                None
-                if last
-                else Downsample(ch * mult, padding="asymmetric", name=f"down_blocks_{level}_downsample")
+            attention = size in self.attn_resolutions
+            self.down_blocks.append(
+                _level_stage(name, ch * mult, num_res_blocks, attention, downsample, dropout, groups)
             )
-            self.down_blocks.append(Stage(resnets, attentions, resampler, name=f"down_blocks_{level}"))
             size = size if last else size // 2
-        top = ch * self.ch_mult[-1]
-        self.mid_block = mid_stage(
-            top,
-            AttnBlock(groups=groups, name="mid_block_attentions_0") if mid_attention else None,
-            dropout=dropout,
-            epsilon=EPSILON,
-            groups=groups,
-        )
+        self.mid_block = _mid_block(ch * self.ch_mult[-1], mid_attention, dropout, groups)
         self.conv_norm_out = group_norm(EPSILON, groups, name="conv_norm_out")
         self.conv_out = conv2d(2 * z_channels if double_z else z_channels, name="conv_out")
 
@@ -118,14 +130,7 @@ class Encoder(keras.layers.Layer):
         self.conv_out.build((None, None, None, channels))
 
     def call(self, x, training=None):
-        h = self.conv_in(x)
-        for stage in self.down_blocks:
-            for j, resnet in enumerate(stage.resnets):
-                h = resnet(h, training=training)
-                if stage.attentions:
-                    h = stage.attentions[j](h)
-            if stage.resampler is not None:
-                h = stage.resampler(h)
+        h = _run_level_stages(self.down_blocks, self.conv_in(x), training)
         h = run_mid_stage(self.mid_block, h, training=training)
         return self.conv_out(ops.silu(self.conv_norm_out(h)))
 
@@ -181,37 +186,17 @@ class Decoder(keras.layers.Layer):
         self.norm_num_groups = groups = norm_num_groups
         top = ch * self.ch_mult[-1]
         self.conv_in = conv2d(top, name="conv_in")
-        self.mid_block = mid_stage(
-            top,
-            AttnBlock(groups=groups, name="mid_block_attentions_0") if mid_attention else None,
-            dropout=dropout,
-            epsilon=EPSILON,
-            groups=groups,
-        )
+        self.mid_block = _mid_block(top, mid_attention, dropout, groups)
         self.up_blocks = []
         size = resolution // 2 ** (len(self.ch_mult) - 1)
         for index, level in enumerate(reversed(range(len(self.ch_mult)))):
             out = ch * self.ch_mult[level]
-            resnets = [
-                ResBlock(
-                    out,
-                    dropout=dropout,
-                    epsilon=EPSILON,
-                    groups=groups,
-                    name=f"up_blocks_{index}_resnets_{j}",
-                )
-                for j in range(num_res_blocks + 1)
-            ]
-            attentions = (
-                [
-                    AttnBlock(groups=groups, name=f"up_blocks_{index}_attentions_{j}")
-                    for j in range(num_res_blocks + 1)
-                ]
-                if size in self.attn_resolutions
-                else []
+            name = f"up_blocks_{index}"
+            upsample = partial(Upsample, out, name=f"{name}_upsample") if level else None
+            attention = size in self.attn_resolutions
+            self.up_blocks.append(
+                _level_stage(name, out, num_res_blocks + 1, attention, upsample, dropout, groups)
             )
-            resampler = Upsample(out, name=f"up_blocks_{index}_upsample") if level else None
-            self.up_blocks.append(Stage(resnets, attentions, resampler, name=f"up_blocks_{index}"))
             size = size * 2 if level else size
         self.conv_norm_out = group_norm(EPSILON, groups, name="conv_norm_out")
         self.conv_out = conv2d(out_channels, name="conv_out")
@@ -229,13 +214,7 @@ class Decoder(keras.layers.Layer):
     def features(self, z, training=None):
         """The activations `conv_out` maps to the image (training takes gradients at `conv_out`)."""
         h = run_mid_stage(self.mid_block, self.conv_in(z), training=training)
-        for stage in self.up_blocks:
-            for j, resnet in enumerate(stage.resnets):
-                h = resnet(h, training=training)
-                if stage.attentions:
-                    h = stage.attentions[j](h)
-            if stage.resampler is not None:
-                h = stage.resampler(h)
+        h = _run_level_stages(self.up_blocks, h, training)
         return ops.silu(self.conv_norm_out(h))
 
     def call(self, z, training=None):

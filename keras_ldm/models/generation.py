@@ -105,19 +105,7 @@ class GenerationMixin:
             progress.update(1)
         return images
 
-    def export(
-        self,
-        path,
-        num_steps=None,
-        guidance_scale=None,
-        sampler=None,
-        eta=None,
-        height=None,
-        width=None,
-        upscale=4,
-        use_ema=True,
-        overwrite=False,
-    ):
+    def export(self, path, **options):
         """Writes the whole `generate()` pipeline as a SavedModel for TF Serving (JAX or TensorFlow backend).
 
         The `serving_default` signature takes the request as tensors — `prompts` (and optional
@@ -128,13 +116,15 @@ class GenerationMixin:
 
         Args:
             path: the SavedModel directory (must not exist or be empty unless `overwrite`).
-            num_steps, sampler, eta: fixed in the graph (default: as `generate`); so is the model's
-                default `temperature`.
-            guidance_scale: the default of the signature's `guidance_scale` input.
-            height, width: the fixed output size (default: `default_size()`).
-            upscale: output/input size ratio of a super-resolution model.
-            use_ema: export the moving-average weights when the model keeps them.
-            overwrite: replace a SavedModel already in `path`.
+            **options: the keyword arguments of `keras_ldm.export.export_model`, all optional:
+                num_steps, sampler, eta: fixed in the graph (default: as `generate`); so is the
+                    model's default `temperature`.
+                guidance_scale: the default of the signature's `guidance_scale` input.
+                height, width: the fixed output size (default: `default_size()`).
+                upscale: output/input size ratio of a super-resolution model (default 4).
+                use_ema: export the moving-average weights when the model keeps them (default True).
+                overwrite: replace a SavedModel already in `path` (default False).
+                platforms: JAX only: the platforms the program is serialized for.
 
         Returns:
             `path`.
@@ -151,19 +141,7 @@ class GenerationMixin:
         """
         from keras_ldm.export import export_model
 
-        return export_model(
-            self,
-            path,
-            num_steps=num_steps,
-            guidance_scale=guidance_scale,
-            sampler=sampler,
-            eta=eta,
-            height=height,
-            width=width,
-            upscale=upscale,
-            use_ema=use_ema,
-            overwrite=overwrite,
-        )
+        return export_model(self, path, **options)
 
     def sampling_options(self, num_steps=None, guidance_scale=None, sampler=None, eta=None, temperature=None):
         """The sampling options `generate` will use: given values, else `generation_defaults`, else defaults.

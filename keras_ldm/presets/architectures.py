@@ -246,83 +246,78 @@ def _schedule(linear_start, linear_end):
     return NoiseSchedule("linear", 1000, linear_start, linear_end)
 
 
-def _text2im_large_256():
-    return LatentDiffusion(
-        build_unet("text2im_large_256"),
-        build_first_stage("kl_f8"),
-        cross_attention="text",
-        text_encoder=LDMBertEncoder(**LDM_BERT),
-        tokenizer=None,  # bert-base-uncased's vocabulary comes with the weights (the hub repo's tokenizer)
-        schedule=_schedule(0.00085, 0.012),
-        scale_factor=0.18215,
-        train_text_encoder=True,  # cond_stage_trainable: true
-        # README: scripts/txt2img.py --ddim_eta 0.0 --ddim_steps 50 --scale 5.0
-        generation_defaults={
-            "num_steps": 50,
-            "guidance_scale": 5.0,
-            "sampler": "ddim",
-            "image_size": 256,
-            "eta": 0.0,
-        },
-    )
+def _pipeline(
+    unet, first_stage, linear_start, linear_end, num_steps, eta, guidance_scale=None, parts=dict, **options
+):
+    """A builder of the `LatentDiffusion` of the UNet `unet` and the first stage `first_stage` (names of
+    `UNETS` and `FIRST_STAGES`), the linear schedule from `linear_start` to `linear_end`, and generation
+    defaults of DDIM at 256x256. `parts()` makes the conditioning models (built after the UNet and first
+    stage); `options` go to `LatentDiffusion` as they are."""
 
-
-def _super_resolution_4x():
-    return LatentDiffusion(
-        build_unet("super_resolution_4x"),
-        build_first_stage("vq_f4"),
-        concat="low_res",
-        schedule=_schedule(0.0015, 0.0155),
-        loss_type="l2",
-        # diffusers' LDMSuperResolutionPipeline: 100 steps, eta 0
-        generation_defaults={"num_steps": 100, "sampler": "ddim", "image_size": 256, "eta": 0.0},
-    )
-
-
-def _inpainting_big():
-    return LatentDiffusion(
-        build_unet("inpainting_big"),
-        build_first_stage("vq_f4_noattn"),
-        concat="masks",
-        signed_masks=True,
-        schedule=_schedule(0.0015, 0.0205),
-        loss_type="l1",
-        # scripts/inpaint.py: --steps 50, DDIM with eta 0
-        generation_defaults={"num_steps": 50, "sampler": "ddim", "image_size": 256, "eta": 0.0},
-    )
-
-
-def _unconditional(unet, first_stage, linear_end, num_steps, eta, loss_type="l2", scale_by_std=False):
     def build():
-        return LatentDiffusion(
-            build_unet(unet),
-            build_first_stage(first_stage),
-            schedule=_schedule(0.0015, linear_end),
-            loss_type=loss_type,
-            scale_by_std=scale_by_std,
-            # the DDIM steps and eta of the README's FID table
-            generation_defaults={"num_steps": num_steps, "sampler": "ddim", "image_size": 256, "eta": eta},
-        )
+        models = build_unet(unet), build_first_stage(first_stage)
+        defaults = {"num_steps": num_steps}
+        if guidance_scale is not None:
+            defaults["guidance_scale"] = guidance_scale
+        defaults.update(sampler="ddim", image_size=256, eta=eta)
+        schedule = _schedule(linear_start, linear_end)
+        return LatentDiffusion(*models, **parts(), schedule=schedule, generation_defaults=defaults, **options)
 
     return build
 
 
-def _cin256_v2():
-    return LatentDiffusion(
-        build_unet("cin256_v2"),
-        build_first_stage("vq_f4"),
-        cross_attention="class",
-        class_embedder=ClassEmbedder(**CIN_CLASSES),
-        schedule=_schedule(0.0015, 0.0195),
-        # scripts/latent_imagenet_diffusion.ipynb: ddim_steps 20, ddim_eta 0, scale 3 (uncond. label 1000)
-        generation_defaults={
-            "num_steps": 20,
-            "guidance_scale": 3.0,
-            "sampler": "ddim",
-            "image_size": 256,
-            "eta": 0.0,
-        },
+# README: scripts/txt2img.py --ddim_eta 0.0 --ddim_steps 50 --scale 5.0
+_text2im_large_256 = _pipeline(
+    "text2im_large_256",
+    "kl_f8",
+    0.00085,
+    0.012,
+    num_steps=50,
+    eta=0.0,
+    guidance_scale=5.0,
+    parts=lambda: {"text_encoder": LDMBertEncoder(**LDM_BERT)},
+    cross_attention="text",
+    tokenizer=None,  # bert-base-uncased's vocabulary comes with the weights (the hub repo's tokenizer)
+    scale_factor=0.18215,
+    train_text_encoder=True,  # cond_stage_trainable: true
+)
+# diffusers' LDMSuperResolutionPipeline: 100 steps, eta 0
+_super_resolution_4x = _pipeline(
+    "super_resolution_4x", "vq_f4", 0.0015, 0.0155, num_steps=100, eta=0.0, concat="low_res", loss_type="l2"
+)
+# scripts/inpaint.py: --steps 50, DDIM with eta 0
+_inpainting_big = _pipeline(
+    "inpainting_big",
+    "vq_f4_noattn",
+    0.0015,
+    0.0205,
+    num_steps=50,
+    eta=0.0,
+    concat="masks",
+    signed_masks=True,
+    loss_type="l1",
+)
+
+
+def _unconditional(unet, first_stage, linear_end, num_steps, eta, loss_type="l2", scale_by_std=False):
+    # the DDIM steps and eta of the README's FID table
+    return _pipeline(
+        unet, first_stage, 0.0015, linear_end, num_steps, eta, loss_type=loss_type, scale_by_std=scale_by_std
     )
+
+
+# scripts/latent_imagenet_diffusion.ipynb: ddim_steps 20, ddim_eta 0, scale 3 (uncond. label 1000)
+_cin256_v2 = _pipeline(
+    "cin256_v2",
+    "vq_f4",
+    0.0015,
+    0.0195,
+    num_steps=20,
+    eta=0.0,
+    guidance_scale=3.0,
+    parts=lambda: {"class_embedder": ClassEmbedder(**CIN_CLASSES)},
+    cross_attention="class",
+)
 
 
 # -- where the weights are ----------------------------------------------------------------------
