@@ -44,8 +44,8 @@ import unicodedata
 
 import numpy as np
 
-MAX_WORD_CHARACTERS = 100
-CONTINUATION = "##"
+from keras_ldm.models.word_piece import CONTINUATION, MAX_WORD_CHARACTERS, is_cjk, is_punctuation
+
 CODE_POINTS = 0x110000
 SPACE = 0x20
 CAPITAL_SIGMA, FINAL_SIGMA = 0x3A3, 0x3C2
@@ -58,26 +58,6 @@ NEITHER, CASED, CASE_IGNORABLE = 0, 1, 2  # a code point's part in the final-sig
 
 
 # -- Unicode tables (numpy, built once per setting) --------------------------------------------------
-
-
-def _is_punctuation(char):
-    code = ord(char)
-    if 33 <= code <= 47 or 58 <= code <= 64 or 91 <= code <= 96 or 123 <= code <= 126:
-        return True
-    return unicodedata.category(char).startswith("P")
-
-
-def _is_cjk(code):
-    return (
-        0x4E00 <= code <= 0x9FFF
-        or 0x3400 <= code <= 0x4DBF
-        or 0x20000 <= code <= 0x2A6DF
-        or 0x2A700 <= code <= 0x2B73F
-        or 0x2B740 <= code <= 0x2B81F
-        or 0x2B820 <= code <= 0x2CEAF
-        or 0xF900 <= code <= 0xFAFF
-        or 0x2F800 <= code <= 0x2FA1F
-    )
 
 
 def _ranges(values):
@@ -139,7 +119,7 @@ def _unicode_tables(lowercase, strip_accents):
 
     isolated = np.zeros(CODE_POINTS, "int8")
     for code, category in enumerate(categories):
-        isolated[code] = category.startswith("P") or _is_punctuation(chr(code)) or _is_cjk(code)
+        isolated[code] = category.startswith("P") or is_punctuation(chr(code)) or is_cjk(code)
     isolated[PLACEHOLDER : PLACEHOLDER + 0x100] = 1
     tables["isolated"] = _ranges(isolated)
 

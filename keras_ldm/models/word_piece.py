@@ -15,14 +15,16 @@ MAX_WORD_CHARACTERS = 100
 CONTINUATION = "##"
 
 
-def _is_punctuation(char):
+def is_punctuation(char):
+    """BERT's punctuation: the ASCII symbol ranges and every Unicode category P*."""
     code = ord(char)
     if 33 <= code <= 47 or 58 <= code <= 64 or 91 <= code <= 96 or 123 <= code <= 126:
         return True
     return unicodedata.category(char).startswith("P")
 
 
-def _is_cjk(code):
+def is_cjk(code):
+    """Whether a code point is a CJK ideograph, which BERT splits off as a word of its own."""
     return (
         0x4E00 <= code <= 0x9FFF
         or 0x3400 <= code <= 0x4DBF
@@ -42,7 +44,7 @@ def _strip_accents(text):
 def _split_punctuation(word):
     pieces, current = [], ""
     for char in word:
-        if _is_punctuation(char):
+        if is_punctuation(char):
             pieces += [current, char] if current else [char]
             current = ""
         else:
@@ -85,7 +87,7 @@ class PythonWordPiece:
     def words(self, text):
         """Whitespace- and punctuation-separated words, CJK characters each a word of its own."""
         text = "".join(
-            f" {char} " if _is_cjk(ord(char)) else char for char in unicodedata.normalize("NFC", text)
+            f" {char} " if is_cjk(ord(char)) else char for char in unicodedata.normalize("NFC", text)
         )
         words = []
         for word in text.split():
