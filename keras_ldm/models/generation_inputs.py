@@ -15,6 +15,8 @@ The contract, by input:
   to RGB); floats are read as [-1, 1] (the scale `fit()` takes) and must be finite and within it.
 - masks: 0/1 (any dtype, bool too) or 0/255 as read from an image file, `(B, H, W)`, `(H, W)` or with a
   trailing axis of 1, the images' size.
+- prompts: a str (the output then has no batch axis), a non-empty list/tuple/numpy array of str, or a
+  dict with `prompts` and optional `negative_prompts`: a str, a list of one str (for all), or one per prompt.
 - dict inputs: only the keys the model's conditioning reads (`prompts`/`negative_prompts`, `labels`,
   `images` (+ `masks`)); any other key is an error rather than being ignored.
 """
@@ -251,13 +253,16 @@ def prompt_input(inputs):
         negatives = [str(n) for n in negatives.reshape(-1)]
     if isinstance(negatives, (list, tuple)):
         negatives = ["" if n is None else n for n in negatives]
+        if len(negatives) == 1:  # one for all, as the SavedModel's `negative_prompts` of shape (1,)
+            negatives = negatives * len(prompts)
     if (
         not isinstance(negatives, (list, tuple))
         or len(negatives) != len(prompts)
         or not all(isinstance(n, str) for n in negatives)
     ):
         raise ValueError(
-            f"negative_prompts={negatives!r:.80}; expected a str or one str per prompt ({len(prompts)})."
+            f"negative_prompts={negatives!r:.80}; expected a str, a list of one str, or one str per prompt "
+            f"({len(prompts)})."
         )
     return list(prompts), list(negatives), squeeze
 

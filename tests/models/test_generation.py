@@ -200,6 +200,11 @@ def test_seeds_outside_int32_and_upper_case_samplers_are_accepted(text):
     np.testing.assert_array_equal(image, text.generate("a red circle", seed=np.int64(5), **settings))
     assert text.generate("a red circle", seed=2**64 + 3, **settings).shape == (8, 8, 3)
     assert text.generate("a red circle", seed=None, **settings).shape == (8, 8, 3)
+    guided = dict(settings, guidance_scale=3.0)
+    np.testing.assert_array_equal(  # one negative prompt for all, as the SavedModel takes it
+        text.generate({"prompts": ["a", "red"], "negative_prompts": ["blue"]}, **guided),
+        text.generate({"prompts": ["a", "red"], "negative_prompts": ["blue", "blue"]}, **guided),
+    )
 
 
 def test_image_inputs_take_rgba_grey_unbatched_and_float_images_and_0_255_masks():
