@@ -1,4 +1,4 @@
-"""The `keras-ldm` command: `generate`, `presets`, `convert` and `export`.
+"""The `keras-ldm` command: `generate`, `presets`, `convert`, `export`, `evaluate` and `evaluate-autoencoder`.
 
 keras-ldm presets
 keras-ldm generate --preset shapes_t2i --prompt "a red circle on a blue background" --out grid.png
@@ -6,6 +6,8 @@ keras-ldm generate --preset photo_sr4x --image small.png --out big.png
 keras-ldm generate --preset photo_inpaint --image photo.png --mask mask.png --out filled.png
 keras-ldm convert --source ./ldm-text2im-large-256 --out ./text2im_preset
 keras-ldm export --preset shapes_t2i --out ./serving/shapes_t2i/1 --num-steps 50
+keras-ldm evaluate --preset ./my_class_model --reference ./real_images --num-images 10000 --metrics fid,kid,is,pr
+keras-ldm evaluate-autoencoder --preset ./my_autoencoder --images ./held_out --report rec.json
 """
 
 import argparse
@@ -144,6 +146,106 @@ def run_export(args):
     print(f"wrote {args.out} (SavedModel, signature 'serving_default')")
 
 
+def feature_extractor(args):
+    """The feature extractor of `--feature-extractor` (a saved Keras model) or the FID Inception network."""
+    if args.feature_extractor:
+        import keras
+
+        if not os.path.isfile(args.feature_extractor):
+            raise ValueError(f"--feature-extractor {args.feature_extractor!r} is not a file (a saved .keras model).")
+        return keras.saving.load_model(args.feature_extractor, compile=False)
+    from keras_ldm.metrics.inception import fid_inception_v3
+
+    return fid_inception_v3(weights=args.inception_weights)
+
+
+def write_report(report, args):
+    """Prints the report as a table and writes it as JSON to `--report`, if given."""
+    import json
+
+    width = max(len(name) for name in report)
+    for name, value in report.items():
+        print(f"{name:<{width}}  {value:.6g}" if isinstance(value, float) else f"{name:<{width}}  {value}")
+    if args.report:
+        os.makedirs(os.path.dirname(args.report) or ".", exist_ok=True)
+        with open(args.report, "w") as file:
+            json.dump(report, file, indent=2)
+        print(f"wrote {args.report}")
+
+
+def read_prompts(path):
+    """The non-empty lines of a text file."""
+    with open(path, encoding="utf-8") as file:
+        prompts = [line.strip() for line in file if line.strip()]
+    if not prompts:
+        raise ValueError(f"--prompts {path!r} holds no prompts (one per line).")
+    return prompts
+
+
+def run_evaluate(args):
+    from keras_ldm.data.image_files import image_batches
+    from keras_ldm.metrics.evaluation import check_metric_names, evaluate_images, generated_batches, METRICS
+
+    check_metric_names(args.metrics, METRICS)
+    if bool(args.preset) == bool(args.images):
+        raise ValueError("give either --preset (generate and evaluate) or --images (a folder of generated images).")
+    reference = args.reference
+    if not os.path.exists(reference):
+        raise ValueError(f"--reference {reference!r} does not exist (a folder of images or a pytorch-fid .npz).")
+    if os.path.isdir(reference):
+        reference = image_batches(reference, args.batch_size, limit=args.num_reference)
+    if args.images:
+        generated = image_batches(args.images, args.batch_size, limit=args.num_images)
+    else:
+        from keras_ldm import LatentDiffusion
+
+        model = LatentDiffusion.from_preset(args.preset)
+        options = {
+            key: getattr(args, key)
+            for key in ("num_steps", "guidance_scale", "sampler", "height", "width")
+            if getattr(args, key) is not None
+        }
+        prompts = read_prompts(args.prompts) if args.prompts else None
+        generated = generated_batches(model, args.num_images or 1000, args.batch_size, args.seed, prompts, **options)
+    report = evaluate_images(
+        generated,
+        reference,
+        args.metrics,
+        feature_extractor(args),
+        save_reference_statistics=args.save_reference_statistics,
+        kid_subset_size=args.kid_subset_size,
+    )
+    write_report(report, args)
+
+
+def run_evaluate_autoencoder(args):
+    from keras_ldm.data.image_files import image_batches
+    from keras_ldm.metrics.evaluation import AUTOENCODER_METRICS, check_metric_names, evaluate_autoencoder
+    from keras_ldm.presets.loading import from_preset, preset_names
+
+    names = check_metric_names(args.metrics, AUTOENCODER_METRICS)
+    kind = "autoencoder" if args.preset in preset_names("autoencoder") else "latent_diffusion"
+    model = from_preset(args.preset, kind=kind)
+    autoencoder = getattr(model, "first_stage", model)
+    lpips = None
+    if "lpips" in names:
+        from keras_ldm.metrics.lpips import lpips_vgg
+
+        lpips = lpips_vgg(backbone_weights=args.vgg_weights)
+    batches = image_batches(args.images, args.batch_size, limit=args.num_images)
+    extractor = feature_extractor(args) if "rfid" in names else None
+    write_report(evaluate_autoencoder(autoencoder, batches, names, extractor, lpips), args)
+
+
+def add_evaluation_flags(command):
+    """The flags `evaluate` and `evaluate-autoencoder` share."""
+    command.add_argument("--batch-size", type=positive_int, default=25)
+    command.add_argument("--num-images", type=positive_int, help="images to evaluate (default: all / 1000)")
+    command.add_argument("--inception-weights", help="local pytorch-fid pt_inception-2015-12-05 .pth file")
+    command.add_argument("--feature-extractor", help="a saved .keras model to use instead of Inception")
+    command.add_argument("--report", help="also write the results as JSON to this file")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a bad flag in one line (`keras-ldm generate: --num-images: ...`), exit code 2."""
 
@@ -206,6 +308,36 @@ def build_parser():
     export.add_argument("--width", type=positive_int)
     export.add_argument("--overwrite", action="store_true", help="replace a SavedModel already in --out")
     export.set_defaults(run=run_export)
+
+    evaluate = commands.add_parser("evaluate", help="FID/KID/IS/precision-recall of a preset or image folder")
+    evaluate.add_argument("--preset", help="generate from this preset (name, folder, or hf://org/name)")
+    evaluate.add_argument("--images", help="or: a folder of generated images")
+    evaluate.add_argument("--reference", required=True, help="a folder of real images or a pytorch-fid .npz")
+    evaluate.add_argument("--num-reference", type=positive_int, help="reference images to read (default: all)")
+    evaluate.add_argument("--metrics", default="fid", help="comma-separated: fid,kid,is,pr")
+    evaluate.add_argument("--kid-subset-size", type=positive_int, default=1000)
+    evaluate.add_argument(
+        "--save-reference-statistics", help="write the reference folder's FID statistics to this .npz"
+    )
+    evaluate.add_argument("--prompts", help="text models: a file of prompts, one per line (cycled)")
+    evaluate.add_argument("--num-steps", type=positive_int)
+    evaluate.add_argument("--guidance-scale", type=float)
+    evaluate.add_argument("--sampler")
+    evaluate.add_argument("--height", type=positive_int)
+    evaluate.add_argument("--width", type=positive_int)
+    evaluate.add_argument("--seed", type=int, default=0)
+    add_evaluation_flags(evaluate)
+    evaluate.set_defaults(run=run_evaluate)
+
+    autoencoder = commands.add_parser(
+        "evaluate-autoencoder", help="PSNR/SSIM/LPIPS/rFID of a first stage's reconstructions of a folder"
+    )
+    autoencoder.add_argument("--preset", required=True, help="an autoencoder or LDM preset (its first stage)")
+    autoencoder.add_argument("--images", required=True, help="a folder of images (sizes divisible by f)")
+    autoencoder.add_argument("--metrics", default="psnr,ssim,lpips,rfid")
+    autoencoder.add_argument("--vgg-weights", help="local torchvision vgg16-397923af.pth for LPIPS")
+    add_evaluation_flags(autoencoder)
+    autoencoder.set_defaults(run=run_evaluate_autoencoder)
     return parser
 
 

@@ -3,6 +3,7 @@
 from keras_ldm.models.autoencoder import AutoencoderKL, Decoder, Encoder, VQAutoencoder
 from keras_ldm.models.conditioners import ClassEmbedder
 from keras_ldm.models.latent_diffusion import LatentDiffusion
+from keras_ldm.models.pixel_space import PixelSpace
 from keras_ldm.models.text_encoder import LDMBertEncoder
 from keras_ldm.models.tokenizer import LDMBertTokenizer
 from keras_ldm.models.unet import UNet
@@ -15,6 +16,7 @@ __all__ = [
     "LDMBertEncoder",
     "LDMBertTokenizer",
     "LatentDiffusion",
+    "PixelSpace",
     "UNet",
     "VQAutoencoder",
 ]

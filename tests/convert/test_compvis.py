@@ -34,8 +34,10 @@ from diffusers.pipelines.stable_diffusion.convert_from_ckpt import (
 from keras_ldm.convert.compvis import from_compvis_checkpoint
 from keras_ldm.models import AutoencoderKL, LatentDiffusion, VQAutoencoder
 from tests.conftest import nchw_to_nhwc, to_numpy
+from tests.convert.diffusers_references import AUTOENCODER, assert_close, unet_2d, vq_model
+from tests.convert.diffusers_references import cross_attention_unet as diffusers_cross_attention_unet
+from tests.convert.diffusers_references import randomize_norms as randomize
 
-TOLERANCE = 1e-4
 VOCABULARY = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "blue", "circle"]
 RESNET_NAMES = {
     "norm1": "in_layers.0",
@@ -238,17 +240,6 @@ def compvis_bert_state(bert):
 # -- tiny models and their CompVis configs ---------------------------------------------------------
 
 
-def randomize(module):
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, param in module.named_parameters():
-            if "norm" in name:
-                param.copy_(torch.randn_like(param) * 0.1 + (1.0 if name.endswith("weight") else 0.0))
-    return module.eval()
-
-
-AUTOENCODER = dict(block_out_channels=(32, 64), layers_per_block=1, sample_size=16)
-PLAIN_BLOCKS = dict(down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
 DDCONFIG = dict(
     double_z=False,
     z_channels=3,
@@ -264,14 +255,7 @@ DDCONFIG = dict(
 
 
 def vq_without_attention():
-    vae = diffusers.VQModel(
-        latent_channels=3,
-        num_vq_embeddings=16,
-        vq_embed_dim=3,
-        mid_block_add_attention=False,
-        **PLAIN_BLOCKS,
-        **AUTOENCODER,
-    )
+    vae = vq_model(mid_block_add_attention=False)
     config = {
         "target": "ldm.models.autoencoder.VQModelInterface",
         "params": {
@@ -286,10 +270,12 @@ def vq_without_attention():
 
 def kl_with_attention():
     vae = diffusers.AutoencoderKL(
-        latent_channels=4,
-        down_block_types=("DownEncoderBlock2D", "AttnDownEncoderBlock2D"),
-        up_block_types=("AttnUpDecoderBlock2D", "UpDecoderBlock2D"),
-        **AUTOENCODER,
+        **dict(
+            AUTOENCODER,
+            latent_channels=4,
+            down_block_types=("DownEncoderBlock2D", "AttnDownEncoderBlock2D"),
+            up_block_types=("AttnUpDecoderBlock2D", "UpDecoderBlock2D"),
+        )
     )
     ddconfig = dict(DDCONFIG, double_z=True, z_channels=4, attn_resolutions=[8])
     config = {
@@ -299,7 +285,6 @@ def kl_with_attention():
     return randomize(vae), config
 
 
-UNET_2D = dict(sample_size=8, block_out_channels=(32, 64), layers_per_block=1)
 UNET_PARAMS = dict(
     image_size=8, model_channels=32, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=[2]
 )
@@ -307,7 +292,7 @@ UNET_PARAMS = dict(
 
 def inpainting_unet():
     """inpainting_big's shape: 2 c + 1 input channels, ResBlock resampling, a head count."""
-    unet = diffusers.UNet2DModel(
+    unet = unet_2d(
         in_channels=7,
         out_channels=3,
         attention_head_dim=32,
@@ -315,7 +300,6 @@ def inpainting_unet():
         up_block_types=("AttnUpBlock2D", "ResnetUpsampleBlock2D"),
         downsample_type="resnet",
         upsample_type="resnet",
-        **UNET_2D,
     )
     return randomize(unet), dict(
         UNET_PARAMS, in_channels=7, out_channels=3, num_heads=2, resblock_updown=True
@@ -324,27 +308,12 @@ def inpainting_unet():
 
 def super_resolution_unet():
     """bsr_sr's shape: latent + image input channels, head width 16."""
-    unet = diffusers.UNet2DModel(
-        in_channels=7,
-        out_channels=4,
-        attention_head_dim=16,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        **UNET_2D,
-    )
+    unet = unet_2d(in_channels=7, out_channels=4)
     return randomize(unet), dict(UNET_PARAMS, in_channels=7, out_channels=4, num_head_channels=16)
 
 
 def cross_attention_unet(context_dim=16):
-    unet = diffusers.UNet2DConditionModel(
-        in_channels=4,
-        out_channels=4,
-        attention_head_dim=4,
-        cross_attention_dim=context_dim,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        **UNET_2D,
-    )
+    unet = diffusers_cross_attention_unet(attention_head_dim=4, cross_attention_dim=context_dim)
     params = dict(
         UNET_PARAMS,
         in_channels=4,
@@ -408,10 +377,13 @@ def write_checkpoint(folder, unet, unet_params, vae, first_stage, cond_stage, st
     return str(folder / "model.ckpt"), str(folder / "config.yaml")
 
 
-def assert_close(ours, theirs):
-    ours, theirs = to_numpy(ours), np.asarray(theirs)
-    assert ours.shape == theirs.shape
-    assert np.max(np.abs(ours - theirs)) <= TOLERANCE
+def inpainting_checkpoint(folder, **params):
+    """inpainting_big's shape (`inpainting_unet`, `vq_without_attention`, conditioned on the first stage)
+    as a CompVis checkpoint in `folder`: (unet, vae, (ckpt path, config path))."""
+    unet, unet_params = inpainting_unet()
+    vae, first_stage = vq_without_attention()
+    paths = write_checkpoint(folder, unet, unet_params, vae, first_stage, "__is_first_stage__", **params)
+    return unet, vae, paths
 
 
 def check_unet(model, unet, context=None):
@@ -447,7 +419,7 @@ def test_renaming_helpers_agree_with_diffusers_converter():
     assert sorted(converted) == sorted(expected)
     assert all(torch.equal(converted[key].reshape(expected[key].shape), expected[key]) for key in expected)
     # diffusers' converter knows attention only in the middle block (the SD autoencoders)
-    vae = randomize(diffusers.AutoencoderKL(latent_channels=4, **PLAIN_BLOCKS, **AUTOENCODER))
+    vae = randomize(diffusers.AutoencoderKL(latent_channels=4, **AUTOENCODER))
     converted = convert_ldm_vae_checkpoint(compvis_autoencoder_state(vae), dict(vae.config))
     expected = vae.state_dict()
     assert sorted(converted) == sorted(expected)
@@ -490,19 +462,7 @@ def test_fused_qkv_helper_matches_compvis_attention():
 
 
 def test_inpainting_checkpoint_matches_diffusers(tmp_path):
-    unet, unet_params = inpainting_unet()
-    vae, first_stage = vq_without_attention()
-    paths = write_checkpoint(
-        tmp_path,
-        unet,
-        unet_params,
-        vae,
-        first_stage,
-        "__is_first_stage__",
-        cond_stage_key="masked_image",
-        loss_type="l1",
-    )
-    ckpt, config = paths
+    unet, vae, (ckpt, config) = inpainting_checkpoint(tmp_path, cond_stage_key="masked_image", loss_type="l1")
     model = LatentDiffusion.from_preset(ckpt, config=config)  # the user-facing door
     assert model.concat == "masks" and model.cross_attention is None
     assert model.signed_masks  # conditioned as scripts/inpaint.py does
@@ -637,9 +597,7 @@ class TrainingState:
 
 
 def test_pickled_objects_need_weights_only_false(tmp_path):
-    unet, unet_params = inpainting_unet()
-    vae, first_stage = vq_without_attention()
-    ckpt, config = write_checkpoint(tmp_path, unet, unet_params, vae, first_stage, "__is_first_stage__")
+    unet, _, (ckpt, config) = inpainting_checkpoint(tmp_path)
     checkpoint = torch.load(ckpt, weights_only=True)
     torch.save(dict(checkpoint, callbacks=TrainingState()), ckpt)
     with pytest.raises(ValueError, match=r"holds Python objects besides tensors.*weights_only=False"):
@@ -664,9 +622,7 @@ except ImportError as error:
 def test_safetensors_checkpoints_load_without_pytorch(tmp_path):
     from safetensors.torch import save_file
 
-    unet, unet_params = inpainting_unet()
-    vae, first_stage = vq_without_attention()
-    ckpt, config = write_checkpoint(tmp_path, unet, unet_params, vae, first_stage, "__is_first_stage__")
+    _, _, (ckpt, config) = inpainting_checkpoint(tmp_path)
     state = torch.load(ckpt, weights_only=True)["state_dict"]
     save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "model.safetensors")
     env = dict(os.environ, KERAS_BACKEND="jax")

@@ -11,18 +11,15 @@ import torch
 from keras_ldm.convert import from_diffusers
 from keras_ldm.models import AutoencoderKL, UNet, VQAutoencoder
 from tests.conftest import nchw_to_nhwc, to_numpy
-
-TOLERANCE = 1e-4
-
-
-def randomize_norms(module):
-    """diffusers starts norms at (1, 0); perturb them so that a mis-mapped norm shows."""
-    torch.manual_seed(1)
-    for name, param in module.named_parameters():
-        if "norm" in name:
-            with torch.no_grad():
-                param.copy_(torch.randn_like(param) * 0.1 + (1.0 if name.endswith("weight") else 0.0))
-    return module.eval()
+from tests.convert.diffusers_references import (
+    AUTOENCODER,
+    CROSS_ATTENTION_UNET,
+    TOLERANCE,
+    UNET_2D,
+    assert_close,
+    randomize_norms,
+    unet_2d,
+)
 
 
 def save_and_load(reference, tmp_path):
@@ -30,12 +27,6 @@ def save_and_load(reference, tmp_path):
     model = from_diffusers(str(tmp_path))
     assert model.count_params() == sum(p.numel() for p in reference.parameters())
     return model
-
-
-def assert_close(ours, theirs):
-    ours, theirs = to_numpy(ours), np.asarray(theirs)
-    assert ours.shape == theirs.shape
-    assert np.max(np.abs(ours - theirs)) <= TOLERANCE
 
 
 AUTOENCODER_BLOCKS = {
@@ -53,13 +44,11 @@ AUTOENCODER_BLOCKS = {
 def autoencoder_kwargs(blocks):
     down, up, mid_attention, *groups = AUTOENCODER_BLOCKS[blocks]
     return dict(
+        AUTOENCODER,
         in_channels=3,
         out_channels=3,
         down_block_types=down,
         up_block_types=up,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=16,
         mid_block_add_attention=mid_attention,
         norm_num_groups=groups[0] if groups else 32,
     )
@@ -122,17 +111,7 @@ CROSS_ATTENTION_UNETS = {
 
 @pytest.mark.parametrize("variant", sorted(CROSS_ATTENTION_UNETS))
 def test_cross_attention_unet_matches_diffusers(tmp_path, variant):
-    kwargs = dict(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=24,
-    )
-    kwargs.update(CROSS_ATTENTION_UNETS[variant])
+    kwargs = {**CROSS_ATTENTION_UNET, "cross_attention_dim": 24, **CROSS_ATTENTION_UNETS[variant]}
     torch.manual_seed(0)
     reference = randomize_norms(diffusers.UNet2DConditionModel(**kwargs))
     model = save_and_load(reference, tmp_path)
@@ -167,15 +146,7 @@ UNCONDITIONAL_UNETS = {
 
 @pytest.mark.parametrize("variant", sorted(UNCONDITIONAL_UNETS))
 def test_unet_2d_matches_diffusers(tmp_path, variant):
-    kwargs = dict(
-        sample_size=8,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=16,
-    )
-    kwargs.update(UNCONDITIONAL_UNETS[variant])
+    kwargs = {**UNET_2D, **UNCONDITIONAL_UNETS[variant]}
     torch.manual_seed(0)
     reference = randomize_norms(diffusers.UNet2DModel(**kwargs))
     model = save_and_load(reference, tmp_path)
@@ -205,18 +176,7 @@ def test_from_diffusers_needs_no_pytorch(tmp_path):
     import sys
 
     torch.manual_seed(0)
-    reference = randomize_norms(
-        diffusers.UNet2DModel(
-            sample_size=8,
-            in_channels=3,
-            out_channels=3,
-            block_out_channels=(32, 64),
-            layers_per_block=1,
-            down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-            up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-            attention_head_dim=16,
-        )
-    )
+    reference = randomize_norms(unet_2d(in_channels=3, out_channels=3))
     reference.save_pretrained(tmp_path / "unet")
     x = torch.randn(2, 3, 8, 8)
     with torch.no_grad():

@@ -27,6 +27,14 @@ from keras_ldm.diffusion.guidance import classifier_free_guidance
 from keras_ldm.diffusion.loop import make_sampling_fn
 from keras_ldm.models import AutoencoderKL, LatentDiffusion, VQAutoencoder
 from tests.conftest import nchw_to_nhwc, to_numpy
+from tests.convert.diffusers_references import (
+    AUTOENCODER,
+    assert_close,
+    cross_attention_unet,
+    randomize_norms,
+    unet_2d,
+    vq_model,
+)
 
 TOLERANCE = 1e-3  # in [0, 1] image units
 VOCABULARY = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "blue", "circle", "square", "on"]
@@ -39,29 +47,21 @@ COMPVIS_DDIM = dict(
     set_alpha_to_one=False,
     steps_offset=1,
 )
-AUTOENCODER = dict(
-    block_out_channels=(32, 64),
-    down_block_types=("DownEncoderBlock2D",) * 2,
-    up_block_types=("UpDecoderBlock2D",) * 2,
-    layers_per_block=1,
-    sample_size=16,
-)
-UNET = dict(sample_size=8, block_out_channels=(32, 64), layers_per_block=1)
 
 
 def randomize(module, scale=1.0):
     """Norms away from (1, 0), strong timestep embeddings and, with `scale`, larger weights, so that a
     mis-mapped tensor or another timestep discretisation shows."""
-    torch.manual_seed(1)
+    randomize_norms(module)
     with torch.no_grad():
         for name, param in module.named_parameters():
             if "norm" in name:
-                param.copy_(torch.randn_like(param) * 0.1 + (1.0 if name.endswith("weight") else 0.0))
-            elif "time_emb" in name:  # make the UNet sensitive to which timesteps are visited
+                continue
+            if "time_emb" in name:  # make the UNet sensitive to which timesteps are visited
                 param.mul_(3.0)
             elif scale != 1.0:
                 param.mul_(scale)
-    return module.eval()
+    return module
 
 
 def text_to_image_pipeline(folder):
@@ -79,15 +79,7 @@ def text_to_image_pipeline(folder):
             d_model=16,
         )
     )
-    unet = diffusers.UNet2DConditionModel(
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=16,
-        attention_head_dim=4,
-        **UNET,
-    )
+    unet = cross_attention_unet(cross_attention_dim=16, attention_head_dim=4)
     vae = diffusers.AutoencoderKL(latent_channels=4, scaling_factor=0.5, **AUTOENCODER)
     return diffusers.LDMTextToImagePipeline(
         vqvae=randomize(vae),
@@ -98,20 +90,9 @@ def text_to_image_pipeline(folder):
     )
 
 
-def vq_model():
-    return diffusers.VQModel(latent_channels=3, num_vq_embeddings=16, vq_embed_dim=3, **AUTOENCODER)
-
-
 def super_resolution_pipeline():
     torch.manual_seed(0)
-    unet = diffusers.UNet2DModel(
-        in_channels=6,
-        out_channels=3,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=16,
-        **UNET,
-    )
+    unet = unet_2d(in_channels=6, out_channels=3)
     scheduler = diffusers.DDIMScheduler(**dict(COMPVIS_DDIM, beta_start=0.0015, beta_end=0.0155))
     return diffusers.LDMSuperResolutionPipeline(
         vqvae=randomize(vq_model()), unet=randomize(unet), scheduler=scheduler
@@ -120,17 +101,8 @@ def super_resolution_pipeline():
 
 def unconditional_pipeline():
     torch.manual_seed(0)
-    unet = diffusers.UNet2DModel(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=16,
-        **UNET,
-    )
-    vqvae = diffusers.VQModel(
-        latent_channels=3, num_vq_embeddings=16, vq_embed_dim=3, scaling_factor=1.0, **AUTOENCODER
-    )
+    unet = unet_2d(in_channels=3, out_channels=3)
+    vqvae = vq_model(scaling_factor=1.0)
     scheduler = diffusers.DDIMScheduler(**dict(COMPVIS_DDIM, beta_schedule="linear"))
     return diffusers.LDMPipeline(vqvae=randomize(vqvae), unet=randomize(unet), scheduler=scheduler)
 
@@ -160,10 +132,8 @@ def assert_uint8_close(ours, theirs):
 
 
 def assert_images_close(ours, theirs):
-    ours, theirs = to_numpy(ours), np.asarray(theirs)
-    assert ours.shape == theirs.shape
-    assert np.max(np.abs(ours - theirs)) <= TOLERANCE
-    assert 0.02 < theirs.std()  # not a flat (e.g. fully clipped) image
+    assert_close(ours, theirs, tolerance=TOLERANCE)
+    assert 0.02 < np.asarray(theirs).std()  # not a flat (e.g. fully clipped) image
 
 
 def unit_range(images):
