@@ -69,3 +69,18 @@ def test_photo_script_trains_super_resolution_without_tensorflow(tmp_path):
     assert model.sampling_options() == {
         "num_steps": 10, "guidance_scale": 1.0, "sampler": "ddim", "eta": 0.0, "temperature": 0.5
     }  # fmt: skip
+
+
+def test_compression_study_quick_writes_its_table_and_plots(tmp_path):
+    import csv
+
+    out = str(tmp_path / "study")
+    stdout = run_without_tensorflow("compression_tradeoff.py", "--quick", "--out", out)
+    assert "f=8 ae: 2 steps in" in stdout and "f=1 ldm: 2 steps in" in stdout
+    with open(os.path.join(out, "results.csv")) as file:
+        rows = list(csv.DictReader(file))
+    assert [(row["f"], row["step"]) for row in rows] == [("1", "2"), ("1", "4"), ("8", "2"), ("8", "4")]
+    for row in rows:
+        assert float(row["fid"]) >= 0 and 0 <= float(row["accuracy"]) <= 1 and float(row["samples_per_second"]) > 0
+    for name in ("quality_vs_steps.png", "quality_vs_throughput.png"):
+        assert os.path.getsize(os.path.join(out, name)) > 10_000
