@@ -15,11 +15,11 @@ time. This script repeats the experiment offline on the procedural shapes scenes
      trained on these scenes: Inception features mean little on flat shapes) against held-out real scenes;
    - scene accuracy: the share of samples that `describe_image` reads as their class (colour, shape and
      background all right);
-   - sampling throughput (samples/s, DDIM, warm calls);
+   - sampling throughput (samples/s of a warm DDIM call, measured once per f);
 3. writes `results.csv` (one row per evaluation), `quality_vs_steps.png` (Fig. 6: FID and accuracy over
    training, one line per f) and `quality_vs_throughput.png` (Fig. 7: final FID against samples/s).
 
-    KERAS_BACKEND=jax python examples/compression_tradeoff.py --out outputs/compression_tradeoff
+    KERAS_BACKEND=torch python examples/compression_tradeoff.py --out outputs/compression_tradeoff
     KERAS_BACKEND=torch python examples/compression_tradeoff.py --quick --out /tmp/tradeoff   # CI, < 2 min
 
 On real data, pass any feature extractor to the same evaluation: `keras_ldm.metrics.fid_inception_v3()`
@@ -103,9 +103,10 @@ class Evaluator:
     def __init__(self, args):
         self.labels = np.arange(args.eval_images) % len(combinations())
         self.truth = [combinations()[label] for label in self.labels]
+        self.batch_size = args.sample_batch_size
         self.classifier = scene_classifier()
         self.options = {"num_steps": args.sample_steps, "guidance_scale": 1.0, "sampler": "ddim"}
-        self.upscale = max(1, 64 // args.image_size)  # the classifier reads 64x64 scenes
+        self.upscale = max(1, 64 // args.image_size)  # the classifier was trained on 64x64 scenes
         real = shapes_arrays(args.eval_images, image_size=args.image_size, seed=args.seed + 7)["images"]
         self.real_features = self.features(real)
 
@@ -113,18 +114,31 @@ class Evaluator:
         images = np.repeat(np.repeat(images, self.upscale, axis=1), self.upscale, axis=2)
         return np.asarray(self.classifier.predict_on_batch(images)["pool3"], "float64")
 
-    def __call__(self, model, seed):
-        """`(fid, kid, accuracy, samples/s)` of one round of samples (the samples/s of a warm call)."""
-        images = model.generate({"labels": self.labels}, seed=seed, **self.options)
-        start = time.time()
-        model.generate({"labels": self.labels}, seed=seed, **self.options)
-        throughput = len(images) / (time.time() - start)
+    def sample(self, model, seed):
+        """One image per label, `sample_batch_size` at a time (attention over 32x32 pixels is memory-hungry)."""
+        batches = range(0, len(self.labels), self.batch_size)
+        return np.concatenate(
+            [model.generate({"labels": self.labels[i : i + self.batch_size]}, seed=seed + i, **self.options)
+             for i in batches]  # fmt: skip
+        )
+
+    def quality(self, model, seed):
+        """`(fid, kid, accuracy)` of one round of samples."""
+        images = self.sample(model, seed)
         fid, kid = FrechetInceptionDistance(), KernelInceptionDistance(subset_size=min(100, len(images)))
         for metric in (fid, kid):
             metric.update_features(self.real_features, real=True)
             metric.update_features(self.features(images), real=False)
         accuracy = np.mean([describe_image(image) == truth for image, truth in zip(images, self.truth)])
-        return fid.result(), kid.result().mean, float(accuracy), throughput
+        return fid.result(), kid.result().mean, float(accuracy)
+
+    def throughput(self, model, seed):
+        """Samples per second of a warm `generate` call on one sampling batch."""
+        labels = {"labels": self.labels[: self.batch_size]}
+        model.generate(labels, seed=seed, **self.options)
+        start = time.time()
+        model.generate(labels, seed=seed, **self.options)
+        return len(labels["labels"]) / (time.time() - start)
 
 
 def run_factor(factor, args, evaluator, writer):
@@ -136,12 +150,13 @@ def run_factor(factor, args, evaluator, writer):
     model.compile(learning_rate=args.learning_rate, warmup_steps=min(100, args.ldm_steps // 4))
     data = shapes_arrays(args.examples, image_size=args.image_size, seed=args.seed + 1)
     data = {"images": data["images"], "labels": data["labels"]}
+    throughput = evaluator.throughput(model, args.seed)  # the architecture's, whatever the weights
     trained, seconds = 0, 0.0
     while trained < args.ldm_steps:
         start = time.time()
         trained += fit_steps(model, data, args.eval_every, args.batch_size, f"f={factor} ldm", args.log_every)
         seconds += time.time() - start
-        fid, kid, accuracy, throughput = evaluator(model, args.seed)
+        fid, kid, accuracy = evaluator.quality(model, args.seed)
         row = dict(zip(FIELDS, (factor, trained, seconds, fid, kid, accuracy, throughput, psnr)))
         writer.writerow(row)
         print(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()), flush=True)
@@ -204,11 +219,12 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--factors", default=",".join(map(str, FACTORS)), help="comma-separated f values")
     parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--ae-steps", type=int, default=400)
-    parser.add_argument("--ldm-steps", type=int, default=800)
-    parser.add_argument("--eval-every", type=int, default=200)
-    parser.add_argument("--eval-images", type=int, default=180)
-    parser.add_argument("--sample-steps", type=int, default=20)
+    parser.add_argument("--ae-steps", type=int, default=300)
+    parser.add_argument("--ldm-steps", type=int, default=400)
+    parser.add_argument("--eval-every", type=int, default=100)
+    parser.add_argument("--eval-images", type=int, default=90, help="samples per evaluation (classes cycled)")
+    parser.add_argument("--sample-batch-size", type=int, default=30)
+    parser.add_argument("--sample-steps", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--examples", type=int, default=8192, help="training scenes drawn per stage")
@@ -224,6 +240,7 @@ def parse_args(argv=None):
     if args.quick:
         args.factors, args.ae_steps, args.ldm_steps, args.eval_every = [1, 8], 2, 4, 2
         args.eval_images, args.sample_steps, args.examples, args.log_every, args.batch_size = 8, 2, 64, 2, 4
+        args.sample_batch_size = 8
     if args.eval_every > args.ldm_steps or args.log_every > args.eval_every:
         parser.error("need --log-every <= --eval-every <= --ldm-steps")
     return args

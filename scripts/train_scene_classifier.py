@@ -8,12 +8,14 @@ for the held-out accuracy. Adam with a cosine-decayed learning rate, softmax cro
 weights initialised from `keras.utils.set_random_seed(0)`. The script prints the held-out accuracy (overall
 and per colour / shape / background) of the weights it wrote, reloaded with `scene_classifier(path)`.
 
-The shipped weights (command from the repository root, 2-core CPU, Keras 3.15.1):
+The shipped weights (command from the repository root, 2-core CPU, Keras 3.15.1; TensorFlow trains this
+network about twice as fast as JAX here, 1.3 s against 2.8 s an epoch of 4,096 scenes):
 
     KERAS_BACKEND=tensorflow .venv/bin/python scripts/train_scene_classifier.py
 
-took 159 s (data 4 s, 12 epochs of 32,768 scenes) and reached a held-out accuracy of 99.98% on 8,192
-scenes (seed 1): colour 100.00%, shape 99.98%, background 100.00%. The weights file is 330 kB.
+took 1 min 39 s wall-clock (data 6 s, 12 epochs of 32,768 scenes at 5-11 s each) and reached a held-out
+accuracy of 100.00% (8,192 of 8,192 scenes of seed 1; the held-out accuracy was already 100% after epoch 4).
+The weights file is 323 kB (74,528 float32 parameters). A second run gave a byte-identical file.
 """
 
 import argparse
@@ -87,10 +89,8 @@ def main():
     model.save_weights(args.out)
     print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e3:.0f} kB) after {time.time() - start:.0f} s")
     accuracy = heldout_accuracy(scene_classifier(args.out), heldout["images"], heldout["labels"])
-    print(
-        f"held-out accuracy ({args.num_heldout} scenes, seed 1): {accuracy['all']:.2%} "
-        f"(color {accuracy['color']:.2%}, shape {accuracy['shape']:.2%}, background {accuracy['background']:.2%})"
-    )
+    factors = ", ".join(f"{name} {accuracy[name]:.2%}" for name in ("color", "shape", "background"))
+    print(f"held-out accuracy ({args.num_heldout} scenes, seed 1): {accuracy['all']:.2%} ({factors})")
 
 
 if __name__ == "__main__":

@@ -23,12 +23,9 @@ EXPORT_EXCEPTIONS = {"keras_ldm.export", "keras_ldm.export_tokenizer"}
 
 # Old path -> {name: new module} of each deprecated alias.
 MOVED = {
-    "keras_ldm.traced_call": dict.fromkeys(
-        ["traced_call", "kept_traced_call"], "keras_ldm.backend.traced_call"
-    ),
+    "keras_ldm.traced_call": dict.fromkeys(["traced_call", "kept_traced_call"], "keras_ldm.backend.traced_call"),
     "keras_ldm.fast_build": dict.fromkeys(
-        ["random_init_skipped", "RANDOM_INITIALIZERS", "CONSTANT_INITIALIZERS"],
-        "keras_ldm.backend.fast_build",
+        ["random_init_skipped", "RANDOM_INITIALIZERS", "CONSTANT_INITIALIZERS"], "keras_ldm.backend.fast_build"
     ),
     "keras_ldm.lazy_tensorflow": dict.fromkeys(
         ["tf", "tensorflow_installed", "LazyModule"], "keras_ldm.backend.lazy_tensorflow"
@@ -186,13 +183,9 @@ def describe(component, graph):
 
 def test_the_module_list_and_the_import_graph_are_read():
     graph = import_graph()
-    assert {"keras_ldm.backend", "keras_ldm.backend.compile", "keras_ldm.models.latent_diffusion"} <= set(
-        MODULES
-    )
+    assert {"keras_ldm.backend", "keras_ldm.backend.compile", "keras_ldm.models.latent_diffusion"} <= set(MODULES)
     assert "keras_ldm.backend.traced_call" in graph["keras_ldm.models.latent_diffusion"]
-    assert (
-        "keras_ldm.backend.gradients" in graph["keras_ldm.training.autoencoder_trainer"]
-    )  # `from pkg import mod`
+    assert "keras_ldm.backend.gradients" in graph["keras_ldm.training.autoencoder_trainer"]  # `from pkg import mod`
     assert sum(map(len, graph.values())) > 100
 
 

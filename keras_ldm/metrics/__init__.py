@@ -1,7 +1,8 @@
 """Evaluation metrics, numerically equal to the reference tools: FID (pytorch-fid), KID, Inception Score and
 precision/recall (torch-fidelity), PSNR and SSIM (scikit-image), LPIPS (the `lpips` package, v0.1 VGG16);
-the FID Inception network as Keras layers; whole evaluations of generators and first stages
-(`evaluation`, behind `keras-ldm evaluate` and `keras-ldm evaluate-autoencoder`).
+the FID Inception network as Keras layers; `SceneClassifier`, a small classifier of the procedural shapes
+scenes whose features make these metrics meaningful on that data; whole evaluations of generators and first
+stages (`evaluation`, behind `keras-ldm evaluate` and `keras-ldm evaluate-autoencoder`).
 
 The feature-based metrics share one API (`keras_ldm.metrics.feature_metric.FeatureMetric`): `update(images,
 real=True)`, `update_features(features, real=True)`, `update_dataset(batches, real=True)`, `result()`,
@@ -17,6 +18,7 @@ from keras_ldm.metrics.inception_score import InceptionScore, inception_score
 from keras_ldm.metrics.kid import KernelInceptionDistance, kernel_inception_distance
 from keras_ldm.metrics.lpips import lpips_distance, lpips_vgg
 from keras_ldm.metrics.precision_recall import PrecisionRecall, precision_recall
+from keras_ldm.metrics.scene_classifier import SceneClassifier, scene_classifier
 from keras_ldm.metrics.statistics import FeatureStatistics, load_statistics, save_statistics
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "InceptionScore",
     "KernelInceptionDistance",
     "PrecisionRecall",
+    "SceneClassifier",
     "evaluate_autoencoder",
     "evaluate_images",
     "fid_inception_v3",
@@ -40,5 +43,6 @@ __all__ = [
     "precision_recall",
     "psnr",
     "save_statistics",
+    "scene_classifier",
     "ssim",
 ]

@@ -1,4 +1,4 @@
-"""A small CNN that classifies the procedural shapes scenes: the feature extractor of a meaningful FID on them.
+"""A small CNN that classifies the procedural shapes scenes: the features of a meaningful FID on them.
 
 The Inception features behind the usual FID were learnt on photographs and say little about the scenes of
 `keras_ldm.data.shapes` (one filled circle, square or triangle in one of six colours on a plain background of
@@ -11,6 +11,13 @@ Its output dict uses the Inception network's key names, so the feature metrics t
 `FrechetInceptionDistance(feature_extractor=scene_classifier())` (likewise KID, precision/recall and the
 Inception Score). The features mean something only on such scenes, so these numbers compare models trained
 on the shapes data with each other, never with the literature's Inception-based ones.
+
+What the features see is the scene's content: on 512 + 512 scenes, two real sets are at a FID of about 170
+(mostly the finite-sample bias of 64-dim statistics over 90 modes; about 40 with 2048 + 2048), scenes of
+circles only at 6.6 times that, colour-inverted scenes at 12 times, noise images at 70 times. A classifier
+trained on flawless renderings is nearly blind to blur or pixel noise that leaves the content readable (a
+2x2 box blur or +-30 grey levels of noise move the FID by a few percent): measure that fidelity with PSNR,
+SSIM or LPIPS.
 """
 
 import contextlib

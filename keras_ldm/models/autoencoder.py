@@ -53,67 +53,19 @@ def _run_level_stages(stages, h, training):
     return h
 
 
-# The level layout Encoder and Decoder share (and the autoencoders pass on to both), with its defaults.
-LAYOUT_DEFAULTS = {
-    "ch": 128,
-    "ch_mult": (1, 2, 4, 4),
-    "num_res_blocks": 2,
-    "attn_resolutions": (),
-    "resolution": 256,
-    "z_channels": 4,
-    "dropout": 0.0,
-    "mid_attention": True,
-    "norm_num_groups": 32,
-}
-_SEQUENCES = ("ch_mult", "attn_resolutions")  # kept as tuples, serialized as lists
-
-
-def _pop_layout(kwargs):
-    """Takes the `LAYOUT_DEFAULTS` arguments out of `kwargs`, defaults filled in."""
-    return {key: kwargs.pop(key, default) for key, default in LAYOUT_DEFAULTS.items()}
-
-
-def _layout_config(layout):
-    """The layout as plain JSON (the sequences as lists), in `LAYOUT_DEFAULTS`' order."""
-    return {key: list(value) if key in _SEQUENCES else value for key, value in layout.items()}
-
-
-class _Coder(keras.layers.Layer):
-    """What Encoder and Decoder share: the level layout (`LAYOUT_DEFAULTS`), stored and serialized here.
-
-    Subclasses add their image-side arguments (`image_config`) and build their layers from the attributes.
-    """
-
-    def __init__(self, **kwargs):
-        layout = _pop_layout(kwargs)
-        super().__init__(**kwargs)
-        for key, value in layout.items():  # self.ch, self.ch_mult, ..., self.norm_num_groups
-            setattr(self, key, tuple(value) if key in _SEQUENCES else value)
-
-    def layout(self):
-        """The `LAYOUT_DEFAULTS` arguments this layer was built with."""
-        return {key: getattr(self, key) for key in LAYOUT_DEFAULTS}
-
-    def image_config(self):
-        return {}
-
-    def get_config(self):
-        return {**super().get_config(), **_layout_config(self.layout()), **self.image_config()}
-
-
 @keras.saving.register_keras_serializable(package="keras_ldm")
-class Encoder(_Coder):
+class Encoder(keras.layers.Layer):
     """Image `(B, H, W, in_channels)` -> moments `(B, H/f, W/f, z)` with f = 2^(levels-1).
 
-    Args (keywords; defaults in `LAYOUT_DEFAULTS` but for `in_channels` and `double_z`):
+    Args:
         ch: base channel count; level i has `ch * ch_mult[i]` channels.
         ch_mult: channel multipliers per resolution level.
         num_res_blocks: ResBlocks per level.
         attn_resolutions: pixel resolutions (relative to `resolution`) that get an AttnBlock.
         resolution: nominal input size, only used to place `attn_resolutions`.
-        in_channels: image channels (3).
+        in_channels: image channels.
         z_channels: latent channels; the output has twice as many with `double_z`.
-        double_z: output mean and log-variance (KL) instead of one latent (VQ) (True).
+        double_z: output mean and log-variance (KL) instead of one latent (VQ).
         dropout: dropout rate in the ResBlocks.
         mid_attention: whether the middle block has its AttnBlock (CompVis `attn_type="none"`).
         norm_num_groups: GroupNorm groups (CompVis: 32).
@@ -124,13 +76,30 @@ class Encoder(_Coder):
     (1, 8, 8, 8)
     """
 
-    def __init__(self, *, in_channels=3, double_z=True, **kwargs):
+    def __init__(
+        self,
+        ch=128,
+        ch_mult=(1, 2, 4, 4),
+        num_res_blocks=2,
+        attn_resolutions=(),
+        resolution=256,
+        in_channels=3,
+        z_channels=4,
+        double_z=True,
+        dropout=0.0,
+        mid_attention=True,
+        norm_num_groups=32,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
-        self.in_channels, self.double_z = in_channels, double_z
-        ch, dropout, groups = self.ch, self.dropout, self.norm_num_groups
+        self.ch, self.ch_mult, self.num_res_blocks = ch, tuple(ch_mult), num_res_blocks
+        self.attn_resolutions, self.resolution = tuple(attn_resolutions), resolution
+        self.in_channels, self.z_channels, self.double_z = in_channels, z_channels, double_z
+        self.dropout, self.mid_attention = dropout, mid_attention
+        self.norm_num_groups = groups = norm_num_groups
         self.conv_in = conv2d(ch, name="conv_in")
         self.down_blocks = []
-        size = self.resolution
+        size = resolution
         for level, mult in enumerate(self.ch_mult):
             last = level == len(self.ch_mult) - 1
             name = f"down_blocks_{level}"
@@ -139,12 +108,12 @@ class Encoder(_Coder):
             )
             attention = size in self.attn_resolutions
             self.down_blocks.append(
-                _level_stage(name, ch * mult, self.num_res_blocks, attention, downsample, dropout, groups)
+                _level_stage(name, ch * mult, num_res_blocks, attention, downsample, dropout, groups)
             )
             size = size if last else size // 2
-        self.mid_block = _mid_block(ch * self.ch_mult[-1], self.mid_attention, dropout, groups)
+        self.mid_block = _mid_block(ch * self.ch_mult[-1], mid_attention, dropout, groups)
         self.conv_norm_out = group_norm(EPSILON, groups, name="conv_norm_out")
-        self.conv_out = conv2d(2 * self.z_channels if double_z else self.z_channels, name="conv_out")
+        self.conv_out = conv2d(2 * z_channels if double_z else z_channels, name="conv_out")
 
     @property
     def downsample_factor(self):
@@ -165,15 +134,28 @@ class Encoder(_Coder):
         h = run_mid_stage(self.mid_block, h, training=training)
         return self.conv_out(ops.silu(self.conv_norm_out(h)))
 
-    def image_config(self):
-        return {"in_channels": self.in_channels, "double_z": self.double_z}
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "ch": self.ch,
+            "ch_mult": list(self.ch_mult),
+            "num_res_blocks": self.num_res_blocks,
+            "attn_resolutions": list(self.attn_resolutions),
+            "resolution": self.resolution,
+            "in_channels": self.in_channels,
+            "z_channels": self.z_channels,
+            "double_z": self.double_z,
+            "dropout": self.dropout,
+            "mid_attention": self.mid_attention,
+            "norm_num_groups": self.norm_num_groups,
+        }
 
 
 @keras.saving.register_keras_serializable(package="keras_ldm")
-class Decoder(_Coder):
+class Decoder(keras.layers.Layer):
     """Latent `(B, h, w, z_channels)` -> image `(B, h*f, w*f, out_channels)`.
 
-    Takes the same keyword arguments as `Encoder` (with `out_channels`, 3, for the image) and mirrors it:
+    Takes the same arguments as `Encoder` (with `out_channels` for the image) and mirrors it:
     `num_res_blocks + 1` ResBlocks per level, nearest-neighbour upsampling plus a conv.
 
     Example:
@@ -182,22 +164,38 @@ class Decoder(_Coder):
     (1, 16, 16, 3)
     """
 
-    def __init__(self, *, out_channels=3, **kwargs):
+    def __init__(
+        self,
+        ch=128,
+        ch_mult=(1, 2, 4, 4),
+        num_res_blocks=2,
+        attn_resolutions=(),
+        resolution=256,
+        out_channels=3,
+        z_channels=4,
+        dropout=0.0,
+        mid_attention=True,
+        norm_num_groups=32,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
-        self.out_channels = out_channels
-        ch, dropout, groups = self.ch, self.dropout, self.norm_num_groups
+        self.ch, self.ch_mult, self.num_res_blocks = ch, tuple(ch_mult), num_res_blocks
+        self.attn_resolutions, self.resolution = tuple(attn_resolutions), resolution
+        self.out_channels, self.z_channels = out_channels, z_channels
+        self.dropout, self.mid_attention = dropout, mid_attention
+        self.norm_num_groups = groups = norm_num_groups
         top = ch * self.ch_mult[-1]
         self.conv_in = conv2d(top, name="conv_in")
-        self.mid_block = _mid_block(top, self.mid_attention, dropout, groups)
+        self.mid_block = _mid_block(top, mid_attention, dropout, groups)
         self.up_blocks = []
-        size = self.resolution // 2 ** (len(self.ch_mult) - 1)
+        size = resolution // 2 ** (len(self.ch_mult) - 1)
         for index, level in enumerate(reversed(range(len(self.ch_mult)))):
             out = ch * self.ch_mult[level]
             name = f"up_blocks_{index}"
             upsample = partial(Upsample, out, name=f"{name}_upsample") if level else None
             attention = size in self.attn_resolutions
             self.up_blocks.append(
-                _level_stage(name, out, self.num_res_blocks + 1, attention, upsample, dropout, groups)
+                _level_stage(name, out, num_res_blocks + 1, attention, upsample, dropout, groups)
             )
             size = size * 2 if level else size
         self.conv_norm_out = group_norm(EPSILON, groups, name="conv_norm_out")
@@ -222,8 +220,20 @@ class Decoder(_Coder):
     def call(self, z, training=None):
         return self.conv_out(self.features(z, training=training))
 
-    def image_config(self):
-        return {"out_channels": self.out_channels}
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "ch": self.ch,
+            "ch_mult": list(self.ch_mult),
+            "num_res_blocks": self.num_res_blocks,
+            "attn_resolutions": list(self.attn_resolutions),
+            "resolution": self.resolution,
+            "out_channels": self.out_channels,
+            "z_channels": self.z_channels,
+            "dropout": self.dropout,
+            "mid_attention": self.mid_attention,
+            "norm_num_groups": self.norm_num_groups,
+        }
 
 
 class _Autoencoder(PresetMixin, keras.Model):
@@ -231,18 +241,43 @@ class _Autoencoder(PresetMixin, keras.Model):
 
     preset_kind = "autoencoder"
 
-    def __init__(self, in_channels=3, out_channels=3, embed_dim=4, **kwargs):
-        """`in_channels`, `out_channels`, `embed_dim` and the `LAYOUT_DEFAULTS` keywords of the Encoder and
-        Decoder; the rest goes to `keras.Model`."""
-        layout = _pop_layout(kwargs)
+    def __init__(
+        self,
+        in_channels=3,
+        out_channels=3,
+        ch=128,
+        ch_mult=(1, 2, 4, 4),
+        num_res_blocks=2,
+        attn_resolutions=(),
+        resolution=256,
+        z_channels=4,
+        embed_dim=4,
+        dropout=0.0,
+        mid_attention=True,
+        norm_num_groups=32,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
-        self.architecture = dict(
-            _layout_config(layout), in_channels=in_channels, out_channels=out_channels, embed_dim=embed_dim
+        shared = dict(
+            ch=ch,
+            ch_mult=ch_mult,
+            num_res_blocks=num_res_blocks,
+            attn_resolutions=attn_resolutions,
+            resolution=resolution,
+            z_channels=z_channels,
+            dropout=dropout,
+            mid_attention=mid_attention,
+            norm_num_groups=norm_num_groups,
         )
+        self.architecture = dict(
+            shared, in_channels=in_channels, out_channels=out_channels, embed_dim=embed_dim
+        )
+        self.architecture["ch_mult"] = list(ch_mult)
+        self.architecture["attn_resolutions"] = list(attn_resolutions)
         self.in_channels, self.out_channels, self.embed_dim = in_channels, out_channels, embed_dim
-        self.z_channels = layout["z_channels"]
-        self.encoder = Encoder(in_channels=in_channels, double_z=self.double_z, name="encoder", **layout)
-        self.decoder = Decoder(out_channels=out_channels, name="decoder", **layout)
+        self.z_channels = z_channels
+        self.encoder = Encoder(in_channels=in_channels, double_z=self.double_z, name="encoder", **shared)
+        self.decoder = Decoder(out_channels=out_channels, name="decoder", **shared)
 
     @property
     def downsample_factor(self):
