@@ -86,7 +86,9 @@ def train_first_stage(first_stage, args):
     held_out = shapes_arrays(64, image_size=args.image_size, seed=args.seed + 99)["images"]
     if isinstance(first_stage, AutoencoderKL):
         first_stage.compile(
-            optimizer=keras.optimizers.Adam(1e-3, beta_1=0.5, beta_2=0.9), perceptual_weight=0.0, disc_factor=0.0
+            optimizer=keras.optimizers.Adam(1e-3, beta_1=0.5, beta_2=0.9),
+            perceptual_weight=0.0,
+            disc_factor=0.0,
         )
         images = shapes_arrays(args.examples, image_size=args.image_size, seed=args.seed)["images"]
         fit_steps(first_stage, images, args.ae_steps, args.batch_size, f"f={first_stage.downsample_factor} ae",
@@ -116,11 +118,11 @@ class Evaluator:
 
     def sample(self, model, seed):
         """One image per label, `sample_batch_size` at a time (attention over 32x32 pixels is memory-hungry)."""
-        batches = range(0, len(self.labels), self.batch_size)
-        return np.concatenate(
-            [model.generate({"labels": self.labels[i : i + self.batch_size]}, seed=seed + i, **self.options)
-             for i in batches]  # fmt: skip
-        )
+        images = []
+        for start in range(0, len(self.labels), self.batch_size):
+            labels = {"labels": self.labels[start : start + self.batch_size]}
+            images.append(model.generate(labels, seed=seed + start, **self.options))
+        return np.concatenate(images)
 
     def quality(self, model, seed):
         """`(fid, kid, accuracy)` of one round of samples."""
@@ -159,7 +161,10 @@ def run_factor(factor, args, evaluator, writer):
         fid, kid, accuracy = evaluator.quality(model, args.seed)
         row = dict(zip(FIELDS, (factor, trained, seconds, fid, kid, accuracy, throughput, psnr)))
         writer.writerow(row)
-        print(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()), flush=True)
+        print(
+            ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()),
+            flush=True,
+        )
 
 
 def read_rows(path):

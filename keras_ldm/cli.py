@@ -89,7 +89,9 @@ def checked_image_path(path):
     from PIL import Image
 
     if os.path.isdir(path):
-        raise ValueError(f"--out {path!r} is a folder; give a file name such as {os.path.join(path, 'grid.png')!r}.")
+        raise ValueError(
+            f"--out {path!r} is a folder; give a file name such as {os.path.join(path, 'grid.png')!r}."
+        )
     if os.path.splitext(path)[1].lower() not in Image.registered_extensions():
         raise ValueError(f"--out {path!r} needs an image file extension such as .png or .jpg.")
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -152,11 +154,13 @@ def feature_extractor(args):
         import keras
 
         if not os.path.isfile(args.feature_extractor):
-            raise ValueError(f"--feature-extractor {args.feature_extractor!r} is not a file (a saved .keras model).")
+            raise ValueError(
+                f"--feature-extractor {args.feature_extractor!r} is not a file (a saved .keras model)."
+            )
         return keras.saving.load_model(args.feature_extractor, compile=False)
     from keras_ldm.metrics.inception import fid_inception_v3
 
-    return fid_inception_v3(weights=args.inception_weights)
+    return fid_inception_v3(weights=args.inception_weights, resize=args.resize)
 
 
 def write_report(report, args):
@@ -184,14 +188,16 @@ def read_prompts(path):
 
 def run_evaluate(args):
     from keras_ldm.data.image_files import image_batches
-    from keras_ldm.metrics.evaluation import check_metric_names, evaluate_images, generated_batches, METRICS
+    from keras_ldm.metrics.evaluation import METRICS, check_metric_names, evaluate_images, generated_batches
 
     check_metric_names(args.metrics, METRICS)
     if bool(args.preset) == bool(args.images):
-        raise ValueError("give either --preset (generate and evaluate) or --images (a folder of generated images).")
+        raise ValueError("give either --preset (to generate) or --images (a folder of generated images).")
     reference = args.reference
     if not os.path.exists(reference):
-        raise ValueError(f"--reference {reference!r} does not exist (a folder of images or a pytorch-fid .npz).")
+        raise ValueError(
+            f"--reference {reference!r} does not exist (a folder of images or a pytorch-fid .npz)"
+        )
     if os.path.isdir(reference):
         reference = image_batches(reference, args.batch_size, limit=args.num_reference)
     if args.images:
@@ -206,7 +212,8 @@ def run_evaluate(args):
             if getattr(args, key) is not None
         }
         prompts = read_prompts(args.prompts) if args.prompts else None
-        generated = generated_batches(model, args.num_images or 1000, args.batch_size, args.seed, prompts, **options)
+        count = args.num_images or 1000
+        generated = generated_batches(model, count, args.batch_size, args.seed, prompts, **options)
     report = evaluate_images(
         generated,
         reference,
@@ -242,6 +249,10 @@ def add_evaluation_flags(command):
     command.add_argument("--batch-size", type=positive_int, default=25)
     command.add_argument("--num-images", type=positive_int, help="images to evaluate (default: all / 1000)")
     command.add_argument("--inception-weights", help="local pytorch-fid pt_inception-2015-12-05 .pth file")
+    command.add_argument(
+        "--resize", default="tensorflow1", choices=("tensorflow1", "pytorch", "clean"),
+        help="Inception's input resize: torch-fidelity/TF (default), pytorch-fid, or clean-fid",
+    )  # fmt: skip
     command.add_argument("--feature-extractor", help="a saved .keras model to use instead of Inception")
     command.add_argument("--report", help="also write the results as JSON to this file")
 
@@ -313,9 +324,13 @@ def build_parser():
     evaluate.add_argument("--preset", help="generate from this preset (name, folder, or hf://org/name)")
     evaluate.add_argument("--images", help="or: a folder of generated images")
     evaluate.add_argument("--reference", required=True, help="a folder of real images or a pytorch-fid .npz")
-    evaluate.add_argument("--num-reference", type=positive_int, help="reference images to read (default: all)")
+    evaluate.add_argument(
+        "--num-reference", type=positive_int, help="reference images to read (default: all)"
+    )
     evaluate.add_argument("--metrics", default="fid", help="comma-separated: fid,kid,is,pr")
-    evaluate.add_argument("--kid-subset-size", type=positive_int, default=1000)
+    evaluate.add_argument(
+        "--kid-subset-size", type=positive_int, help="KID samples per subset (default: 1000, or all if fewer)"
+    )
     evaluate.add_argument(
         "--save-reference-statistics", help="write the reference folder's FID statistics to this .npz"
     )

@@ -20,6 +20,7 @@ Example (a stand-in feature extractor; by default the FID Inception network):
 
 import os
 
+import keras
 import numpy as np
 
 from keras_ldm.data.image_files import image_batches
@@ -203,8 +204,9 @@ def _input_maker(model, prompts):
     return lambda start, count: None
 
 
-def evaluate_autoencoder(autoencoder, batches, metrics=AUTOENCODER_METRICS, feature_extractor=None,
-                         lpips=None, progress=True):  # fmt: skip
+def evaluate_autoencoder(
+    autoencoder, batches, metrics=AUTOENCODER_METRICS, feature_extractor=None, lpips=None, progress=True
+):
     """Reconstruction quality of a first stage: mean PSNR, SSIM and LPIPS, and rFID, over image batches.
 
     Args:
@@ -215,8 +217,10 @@ def evaluate_autoencoder(autoencoder, batches, metrics=AUTOENCODER_METRICS, feat
         lpips: the LPIPS network (default: `keras_ldm.metrics.lpips.lpips_vgg()`).
     """
     names = check_metric_names(metrics, AUTOENCODER_METRICS)
-    sums = {name: 0.0 for name in names if name in ("psnr", "ssim", "lpips")}
-    fid = FrechetInceptionDistance(feature_extractor=SharedFeatures(feature_extractor)) if "rfid" in names else None
+    sums = {name: 0.0 for name in names if name != "rfid"}
+    fid = None
+    if "rfid" in names:
+        fid = FrechetInceptionDistance(feature_extractor=SharedFeatures(feature_extractor))
     if "lpips" in names and lpips is None:
         from keras_ldm.metrics.lpips import lpips_vgg
 
@@ -225,13 +229,8 @@ def evaluate_autoencoder(autoencoder, batches, metrics=AUTOENCODER_METRICS, feat
     for images in iterate_images(batches, progress):
         images = np.asarray(images)
         reconstructions = reconstruct(autoencoder, images)
-        values = {"psnr": lambda: psnr(images, reconstructions), "ssim": lambda: ssim(images, reconstructions)}
-        if "lpips" in sums:
-            from keras_ldm.metrics.lpips import lpips_distance
-
-            values["lpips"] = lambda: lpips_distance(lpips, as_rgb(images), as_rgb(reconstructions))
         for name in sums:
-            sums[name] += float(np.sum(np.asarray(values[name]())))
+            sums[name] += float(np.sum(_per_image(name, images, reconstructions, lpips)))
         if fid is not None:
             fid.update(images, real=True)
             fid.update(reconstructions, real=False)
@@ -240,6 +239,16 @@ def evaluate_autoencoder(autoencoder, batches, metrics=AUTOENCODER_METRICS, feat
     if fid is not None:
         report["rfid"] = float(fid.result())
     return {**report, "num_images": count}
+
+
+def _per_image(name, images, reconstructions, lpips):
+    """PSNR, SSIM or LPIPS of each (image, reconstruction) pair, as numpy."""
+    if name == "lpips":
+        from keras_ldm.metrics.lpips import lpips_distance
+
+        return lpips_distance(lpips, as_rgb(images), as_rgb(reconstructions))
+    function = {"psnr": psnr, "ssim": ssim}[name]
+    return keras.ops.convert_to_numpy(function(images, reconstructions))
 
 
 def reconstruct(autoencoder, images):

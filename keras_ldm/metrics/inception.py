@@ -234,9 +234,9 @@ def _inception_e(pool, name):
     return _InceptionBlock(convs, branches, (pool, 1, "branch_pool"), name=name)
 
 
-def _check_resize(resize):
-    if resize not in RESIZES:
-        raise ValueError(f"resize={resize!r}; expected one of {RESIZES}.")
+def _check_resize(resize, allowed=RESIZES):
+    if resize not in allowed:
+        raise ValueError(f"resize={resize!r}; expected one of {allowed}.")
 
 
 @keras.saving.register_keras_serializable(package="keras_ldm")
@@ -302,7 +302,9 @@ class FIDInceptionV3(keras.Model):
             is_block = isinstance(stage, _InceptionBlock)
             channels = stage.output_channels(channels) if is_block else stage.filters
         self.fc.build((None, channels))
-        self.trainable = self.trainable  # the sublayers' new variables follow (no autograd on torch if frozen)
+        self.trainable = (
+            self.trainable
+        )  # the sublayers' new variables follow (no autograd on torch if frozen)
         self.built = True
 
     def preprocess(self, images):
@@ -436,14 +438,18 @@ def fid_inception_v3(weights=None, resize="tensorflow1"):
             `weights-inception-2015-12-05-6726825d.pth` (same state dict), or `False` (random weights,
             for tests). Reading a `.pth` needs PyTorch installed (on any Keras backend).
         resize: the input convention, `"tensorflow1"` (torch-fidelity) or `"pytorch"` (pytorch-fid);
-            see `FIDInceptionV3`.
+            see `FIDInceptionV3`. `"clean"` (clean-fid): images are resized on the host with Pillow's
+            antialiased bicubic filter, per channel in float (`clean_resize`), then read as 299x299 by the
+            `"tensorflow1"` network; the result is then a `CleanResized` callable, not a Keras model.
 
     Example (random weights, no download):
     >>> model = fid_inception_v3(weights=False, resize="pytorch")
     >>> model.get_config()["resize"], model.count_params()
     ('pytorch', 23885392)
     """
-    _check_resize(resize)
+    if resize == "clean":
+        return CleanResized(fid_inception_v3(weights, resize="tensorflow1"))
+    _check_resize(resize, RESIZES + ("clean",))
     if weights is not None and weights is not False and not isinstance(weights, (str, os.PathLike)):
         raise TypeError(
             f"weights={weights!r}; expected None (download), a local .pth path or False (random weights)."
@@ -462,3 +468,38 @@ def fid_inception_v3(weights=None, resize="tensorflow1"):
     if weights is None:
         weights = keras.utils.get_file(FID_WEIGHTS_NAME, origin=FID_WEIGHTS_URL)
     return load_torch_weights(model, os.fspath(weights))
+
+
+def clean_resize(images, size=INPUT_SIZE):
+    """clean-fid's resize: each channel as a float32 Pillow image, bicubic (antialiased) to `size`, clipped
+    to [0, 255]. NHWC numpy in, float32 NHWC out.
+
+    Example:
+    >>> clean_resize(np.full((1, 8, 6, 3), 200, "uint8"), size=4)[0, :, :, 0].tolist()[0]
+    [200.0, 200.0, 200.0, 200.0]
+    """
+    from PIL import Image
+
+    images = np.asarray(images, np.float32)
+    if images.ndim != 4:
+        raise ValueError(f"`images` must be NHWC; got shape {images.shape}.")
+    out = np.empty((len(images), size, size, images.shape[-1]), np.float32)
+    for index, image in enumerate(images):
+        for channel in range(images.shape[-1]):
+            resized = Image.fromarray(image[..., channel], mode="F").resize((size, size), Image.BICUBIC)
+            out[index, ..., channel] = np.clip(np.asarray(resized), 0, 255)
+    return out
+
+
+class CleanResized:
+    """An FID Inception network behind clean-fid's host-side resize (`clean_resize`): images -> features.
+
+    Args:
+        network: an `FIDInceptionV3` with `resize="tensorflow1"` (it reads 299x299 input as is).
+    """
+
+    def __init__(self, network):
+        self.network = network
+
+    def __call__(self, images):
+        return self.network.predict_on_batch(clean_resize(images))

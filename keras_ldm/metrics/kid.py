@@ -67,7 +67,8 @@ class KernelInceptionDistance(FeatureMetric):
     Args:
         feature_extractor: see `FeatureMetric`; `None` builds the FID Inception network on first use.
         subsets: the number of random subsets averaged.
-        subset_size: the samples per subset; each side needs at least this many.
+        subset_size: the samples per subset; each side needs at least this many. `None`: 1000 (torch-fidelity's
+            default) or the size of the smaller side if that is less.
         seed: the seed of the subset selection (torch-fidelity's default is 2020).
         degree, gamma, coef0: the polynomial kernel `(gamma x yᵀ + coef0) ** degree`; `gamma=None` is 1 / dim.
 
@@ -98,6 +99,7 @@ class KernelInceptionDistance(FeatureMetric):
     def result(self):
         """`(mean, std)` over the subsets (a namedtuple)."""
         generated, real = self._accumulated(False).result(), self._accumulated(True).result()
+        subset_size = self.subset_size or min(1000, len(generated), len(real))
         return kernel_inception_distance(
-            generated, real, self.subsets, self.subset_size, self.seed, **self.kernel_args
+            generated, real, self.subsets, subset_size, self.seed, **self.kernel_args
         )

@@ -303,11 +303,35 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
 
     # -- Keras integration -------------------------------------------------------------------------
 
-    def compile(self, optimizer=None, learning_rate=1e-4, warmup_steps=0, weight_decay=0.01, **kwargs):
-        """`compile()` with an AdamW default and an optional linear learning-rate warm-up."""
+    def compile(
+        self,
+        optimizer=None,
+        learning_rate=1e-4,
+        warmup_steps=0,
+        weight_decay=0.01,
+        gradient_accumulation_steps=None,
+        **kwargs,
+    ):
+        """`compile()` with an AdamW default and an optional linear learning-rate warm-up.
+
+        `gradient_accumulation_steps=k` averages the gradients of k batches before each update of the
+        default AdamW (an effective batch k times larger at the memory of one; pass
+        `gradient_accumulation_steps` to your own optimizer instead if you give one). The EMA then moves
+        once per update. The learning-rate schedule counts batches, as Keras' optimizers do.
+        """
         if optimizer is None:
             schedule = LinearWarmup(learning_rate, warmup_steps) if warmup_steps else learning_rate
-            optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay)
+            optimizer = keras.optimizers.AdamW(
+                learning_rate=schedule,
+                weight_decay=weight_decay,
+                gradient_accumulation_steps=gradient_accumulation_steps,
+            )
+        elif gradient_accumulation_steps is not None:
+            raise ValueError(
+                "`gradient_accumulation_steps` configures the default optimizer; with your own `optimizer`, "
+                f"pass it there (e.g. keras.optimizers.AdamW(..., gradient_accumulation_steps="
+                f"{gradient_accumulation_steps}))."
+            )
         super().compile(optimizer=optimizer, **kwargs)
 
     def train_step(self, *args):

@@ -60,37 +60,46 @@ class ExponentialMovingAverage:
             shape=(), initializer="zeros", trainable=False, name="ema_num_updates"
         )
 
-    def new_values(self, source_values, average_values, num_updates):
-        """Pure update: `(averages, num_updates)` after folding in `source_values`."""
-        num_updates = num_updates + 1.0
-        decay = warmup_decay(self.decay, num_updates)
+    def new_values(self, source_values, average_values, num_updates, applied=None):
+        """Pure update: `(averages, num_updates)` after folding in `source_values`.
+
+        `applied`: a boolean scalar, False on the micro-steps of gradient accumulation where the optimizer
+        did not change the weights: the averages and the count then stay as they are.
+        """
+        count = num_updates + 1.0
+        decay = warmup_decay(self.decay, count)
         averages = [
             decay * ops.cast(a, "float32") + (1.0 - decay) * ops.cast(s, "float32")
             for s, a in zip(source_values, average_values)
         ]
-        return [ops.cast(a, v.dtype) for a, v in zip(averages, self.averages)], num_updates
+        averages = [ops.cast(a, v.dtype) for a, v in zip(averages, self.averages)]
+        if applied is None:
+            return averages, count
+        averages = [ops.where(applied, new, old) for new, old in zip(averages, average_values)]
+        return averages, ops.where(applied, count, num_updates)
 
-    def update(self):
-        """Stateful update from the current values of the source variables."""
+    def update(self, applied=None):
+        """Stateful update from the current values of the source variables (see `new_values`)."""
         averages, count = self.new_values(
             [ops.convert_to_tensor(v) for v in self.sources],
             [ops.convert_to_tensor(a) for a in self.averages],
             ops.convert_to_tensor(self.num_updates),
+            applied,
         )
         for average, value in zip(self.averages, averages):
             average.assign(value)
         self.num_updates.assign(count)
 
-    def stateless_update(self, model, trainable_values, non_trainable_values):
+    def stateless_update(self, model, trainable_values, non_trainable_values, applied=None):
         """The model's new non-trainable values, given its trainable and non-trainable values (for JAX's
-        pure training step)."""
+        pure training step); `applied` as in `new_values`."""
         trainable_index = {id(v): i for i, v in enumerate(model.trainable_variables)}
         non_trainable_index = {id(v): i for i, v in enumerate(model.non_trainable_variables)}
         sources = [trainable_values[trainable_index[id(v)]] for v in self.sources]
         average_slots = [non_trainable_index[id(a)] for a in self.averages]
         count_slot = non_trainable_index[id(self.num_updates)]
         averages, count = self.new_values(
-            sources, [non_trainable_values[i] for i in average_slots], non_trainable_values[count_slot]
+            sources, [non_trainable_values[i] for i in average_slots], non_trainable_values[count_slot], applied
         )
         values = list(non_trainable_values)
         for slot, value in zip(average_slots, averages):

@@ -1,4 +1,4 @@
-"""The reference metric implementations (torch-fidelity, pytorch-fid, lpips) imported without torchvision.
+"""The reference metric implementations (torch-fidelity, pytorch-fid, lpips, clean-fid), without torchvision.
 
 They import torchvision at module level for dataset and model helpers that the metric tests never call; the
 PyPI torchvision wheel does not load with the CPU PyTorch of the test extra. `reference_tools()` puts inert
@@ -52,6 +52,7 @@ def _install_torchvision_placeholders():
 def reference_tools():
     """A namespace of the reference functions and networks the metric tests compare against."""
     _install_torchvision_placeholders()
+    from cleanfid.resize import build_resizer
     from pytorch_fid.fid_score import calculate_frechet_distance
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
     from torch_fidelity.metric_fid import fid_statistics_to_metric
@@ -60,6 +61,7 @@ def reference_tools():
     from torch_fidelity.metric_prc import calculate_precision_recall_part
 
     return types.SimpleNamespace(
+        clean_fid_resizer=build_resizer("clean"),
         calculate_frechet_distance=calculate_frechet_distance,
         FeatureExtractorInceptionV3=FeatureExtractorInceptionV3,
         fid_statistics_to_metric=fid_statistics_to_metric,

@@ -49,7 +49,11 @@ def test_one_pass_equals_each_metric_on_its_own(image_sets, tmp_path):
         save_reference_statistics=str(tmp_path / "real.npz"),
     )
     expected = {}
-    for name, metric in [("fid", FrechetInceptionDistance), ("kid", KernelInceptionDistance), ("pr", PrecisionRecall)]:
+    for name, metric in [
+        ("fid", FrechetInceptionDistance),
+        ("kid", KernelInceptionDistance),
+        ("pr", PrecisionRecall),
+    ]:
         instance = metric(feature_extractor=features, **({"subset_size": 10} if name == "kid" else {}))
         instance.update(real, real=True)
         instance.update(fake, real=False)
@@ -59,7 +63,9 @@ def test_one_pass_equals_each_metric_on_its_own(image_sets, tmp_path):
     assert (report["kid_mean"], report["kid_std"]) == pytest.approx(tuple(expected["kid"]), rel=1e-9)
     assert (report["precision"], report["recall"]) == pytest.approx(tuple(expected["pr"]))
     # The saved statistics stand in for the folder.
-    again = evaluate_images([fake], str(tmp_path / "real.npz"), ["fid"], feature_extractor=features, progress=False)
+    again = evaluate_images(
+        [fake], str(tmp_path / "real.npz"), ["fid"], feature_extractor=features, progress=False
+    )
     assert again["fid"] == pytest.approx(report["fid"], rel=1e-9)
 
 
@@ -73,9 +79,15 @@ def test_statistics_serve_fid_only(image_sets, tmp_path):
 
 def test_grey_and_rgba_images_reach_the_extractor_as_rgb():
     seen = []
-    extractor = lambda images: seen.append(images.shape) or features(images)  # noqa: E731
+
+    def extractor(images):
+        seen.append(images.shape)
+        return features(images)
+
     grey = np.zeros((3, 8, 8, 1), "uint8") + np.arange(3, dtype="uint8")[:, None, None, None]
-    evaluate_images([grey], [np.zeros((3, 8, 8, 4), "uint8") + 7], ["kid"], extractor, False, kid_subset_size=2)
+    evaluate_images(
+        [grey], [np.zeros((3, 8, 8, 4), "uint8") + 7], ["kid"], extractor, False, kid_subset_size=2
+    )
     assert seen == [(3, 8, 8, 3), (3, 8, 8, 3)]
 
 
@@ -115,8 +127,12 @@ def test_evaluate_autoencoder_averages_per_image_values(image_sets):
 @pytest.fixture(scope="module")
 def extractor_file(tmp_path_factory):
     model = keras.Sequential(
-        [keras.Input((None, None, 3)), keras.layers.Rescaling(1 / 255), keras.layers.Conv2D(4, 3),
-         keras.layers.GlobalAveragePooling2D()]  # fmt: skip
+        [
+            keras.Input((None, None, 3)),
+            keras.layers.Rescaling(1 / 255),
+            keras.layers.Conv2D(4, 3),
+            keras.layers.GlobalAveragePooling2D(),
+        ]
     )
     path = str(tmp_path_factory.mktemp("extractor") / "features.keras")
     model.save(path)
@@ -131,7 +147,8 @@ def test_cli_evaluate_folders_and_a_preset(image_sets, extractor_file, tmp_path,
     code = main(["evaluate", "--images", fake_dir, "--reference", real_dir, "--metrics", "fid,kid,is,pr",
                  "--report", report_path, *flags])  # fmt: skip
     assert code == 0, capsys.readouterr().err
-    report = json.load(open(report_path))
+    with open(report_path) as file:
+        report = json.load(file)
     assert set(report) == {"fid", "kid_mean", "kid_std", "is_mean", "is_std", "precision", "recall",
                            "num_generated", "num_reference"}  # fmt: skip
     assert "fid " in capsys.readouterr().out

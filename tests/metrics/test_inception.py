@@ -26,8 +26,9 @@ def random_feature_extractor(FE):
     """torch-fidelity's network with random weights (no download): He-normal convs, BatchNorm with random
     affine parameters and running statistics (running_var in [0.5, 1.5]), a random classifier."""
     module = sys.modules[FE.__module__]
-    with mock.patch.object(module, "load_state_dict_from_url", return_value={}), mock.patch.object(
-        FE, "load_state_dict"
+    with (
+        mock.patch.object(module, "load_state_dict_from_url", return_value={}),
+        mock.patch.object(FE, "load_state_dict"),
     ):
         network = FE(name="inception-v3-compat", features_list=FEATURES)
     generator = torch.Generator().manual_seed(0)
@@ -157,3 +158,14 @@ def test_config_round_trip():
     assert config == {"name": "fid_inception", "trainable": False, "resize": "pytorch"}
     assert FIDInceptionV3.from_config(config).get_config() == config
     assert keras.saving.get_registered_object("keras_ldm>FIDInceptionV3") is FIDInceptionV3
+
+
+def test_clean_resize_matches_clean_fid():
+    from keras_ldm.metrics.inception import CleanResized, clean_resize
+    from tests.metrics.reference_tools import reference_tools
+
+    images = np.random.default_rng(3).integers(0, 256, (2, 40, 56, 3), dtype="uint8")
+    expected = np.stack([reference_tools().clean_fid_resizer(image) for image in images])
+    np.testing.assert_array_equal(clean_resize(images), expected)
+    extractor = fid_inception_v3(weights=False, resize="clean")
+    assert isinstance(extractor, CleanResized) and extractor.network.get_config()["resize"] == "tensorflow1"

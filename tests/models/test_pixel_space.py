@@ -30,7 +30,9 @@ def test_fit_generate_and_preset_round_trip(tmp_path):
     model.save_to_preset(str(tmp_path / "pixels"))
     loaded = LatentDiffusion.from_preset(str(tmp_path / "pixels"))
     assert isinstance(loaded.first_stage, PixelSpace)
-    np.testing.assert_array_equal(loaded.generate(batch_size=2, num_steps=2, height=8, width=8, seed=3), before)
+    np.testing.assert_array_equal(
+        loaded.generate(batch_size=2, num_steps=2, height=8, width=8, seed=3), before
+    )
 
 
 def test_channels_are_checked():
