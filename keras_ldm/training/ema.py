@@ -99,7 +99,10 @@ class ExponentialMovingAverage:
         average_slots = [non_trainable_index[id(a)] for a in self.averages]
         count_slot = non_trainable_index[id(self.num_updates)]
         averages, count = self.new_values(
-            sources, [non_trainable_values[i] for i in average_slots], non_trainable_values[count_slot], applied
+            sources,
+            [non_trainable_values[i] for i in average_slots],
+            non_trainable_values[count_slot],
+            applied,
         )
         values = list(non_trainable_values)
         for slot, value in zip(average_slots, averages):
@@ -123,4 +126,3 @@ class ExponentialMovingAverage:
 def _copy_of(variable):
     value = np.array(keras.ops.convert_to_numpy(variable))
     return lambda shape, dtype=None: ops.cast(ops.convert_to_tensor(value), dtype or variable.dtype)
-
