@@ -112,6 +112,7 @@ class Evaluator:
         self.batch_size = args.sample_batch_size
         self.classifier = scene_classifier()
         self.options = {"num_steps": args.sample_steps, "guidance_scale": 1.0, "sampler": "ddim"}
+        self.options.update(height=args.image_size, width=args.image_size)  # also before the first fit
         self.upscale = max(1, 64 // args.image_size)  # the classifier was trained on 64x64 scenes
         real = shapes_arrays(args.eval_images, image_size=args.image_size, seed=args.seed + 7)["images"]
         self.real_features = self.features(real)

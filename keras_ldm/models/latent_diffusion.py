@@ -22,6 +22,7 @@ from keras_ldm.models.autoencoder import AutoencoderKL
 from keras_ldm.models.conditioners import images_to_unit_range, masked_images, resize_to
 from keras_ldm.models.generation import GENERATION_DEFAULTS, GenerationMixin
 from keras_ldm.models.preset_mixin import PresetMixin, write_preset
+from keras_ldm.training import lora
 from keras_ldm.training.ema import ExponentialMovingAverage
 from keras_ldm.training.schedules import LinearWarmup
 from keras_ldm.training.seeds import saved_seed_generator
@@ -365,6 +366,7 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
             keys = set(x.element_spec if _is_tf_dataset(x) else x)
             used = self.batch_keys(keys)
             self._check_batch_shapes(x.element_spec if _is_tf_dataset(x) else x)
+            self._remember_image_size(x.element_spec if _is_tf_dataset(x) else x)
             self._check_batch_values(next(iter(x.take(1))) if _is_tf_dataset(x) else x)
             if _is_tf_dataset(x):
                 from keras_ldm.data.prompts import keep_keys, tokenize_prompts
@@ -406,6 +408,16 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
                 raise ValueError(
                     f"`masks` must be (B, H, W) or (B, H, W, 1) like `images` {shape}; got {masks}."
                 )
+
+    def _remember_image_size(self, batch):
+        """The first `fit` on square images of one size makes it the `generate()` default size
+        (`generation_defaults["image_size"]`) of a text, class or unconditional model that has none:
+        a model trained at 32x32 samples 32x32, not the 64-latent-pixel fallback."""
+        if self.concat is not None or "image_size" in self.generation_defaults:
+            return
+        height, width = tuple(batch["images"].shape)[1:3]
+        if height is not None and height == width:
+            self.generation_defaults["image_size"] = int(height)
 
     def _check_batch_values(self, batch):
         """Value checks on one batch (the first of a dataset): finite numbers, float images in [-1, 1],
@@ -460,6 +472,38 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
                 f"build it with cross_attention=/concat= to use them, or drop them from the dataset."
             )
         return needed
+
+    # -- LoRA fine-tuning (keras_ldm.training.lora) -------------------------------------------------
+
+    def enable_lora(self, rank, target="attention", text_encoder=False, alpha=None):
+        """Adds rank-`rank` LoRA adapters to the UNet's attention projections (and, with `text_encoder=True`,
+        the text encoder's) and freezes every other weight: `fit()` then trains only the adapters. Call
+        `compile()` afterwards. Returns the number of adapted layers; see
+        `keras_ldm.training.lora.enable_lora` for `target` and `alpha`.
+
+        Example:
+        >>> from keras_ldm.models import AutoencoderKL, ClassEmbedder, UNet
+        >>> vae = AutoencoderKL(ch=32, ch_mult=(1,), num_res_blocks=1, embed_dim=4)
+        >>> unet = UNet(in_channels=4, out_channels=4, model_channels=32, channel_mult=(1,),
+        ...             num_res_blocks=1, attention_resolutions=(1,), num_heads=2, context_dim=8)
+        >>> ldm = LatentDiffusion(unet, vae, cross_attention="class", class_embedder=ClassEmbedder(3, 8))
+        >>> ldm.enable_lora(rank=4)
+        32
+        >>> sorted({variable.name for variable in ldm.trainable_variables})
+        ['lora_kernel_a', 'lora_kernel_b']
+        """
+        return lora.enable_lora(self, rank, target=target, text_encoder=text_encoder, alpha=alpha)
+
+    def save_lora_weights(self, path):
+        """Writes only the LoRA adapters to a small `.safetensors` file (see
+        `keras_ldm.training.lora.save_lora_weights`); a failed save leaves an existing file as it was."""
+        lora.save_lora_weights(self, path)
+
+    def load_lora_weights(self, path, merge=False, scale=1.0):
+        """Loads a LoRA `.safetensors` file: one from `save_lora_weights`, or a diffusers/PEFT UNet LoRA.
+        Enables LoRA with the file's rank where it is off; `merge=True` adds the deltas to the kernels
+        instead; `scale` multiplies them. See `keras_ldm.training.lora.load_lora_weights`."""
+        lora.load_lora_weights(self, path, merge=merge, scale=scale)
 
     def save_to_preset(
         self,
@@ -673,14 +717,17 @@ def _copy_variables(source, target):
 
     Paths start at the model's components (`u_net/...`, `autoencoder_kl/...`); a component rebuilt in the
     same process gets a numbered name (`u_net_1`), so that number is ignored. Variables `target` does not
-    have (optimizer, EMA, training-loss networks such as the discriminator) are left out.
+    have (optimizer, EMA, training-loss networks such as the discriminator, LoRA adapters) are left out;
+    the adapters' deltas are merged into the copied kernels.
     """
-    values = {_component_path(variable): variable for variable in source.variables}
+    values = {_component_path(variable): variable.value for variable in source.variables}
+    for layer in lora.lora_layers(source).values():
+        values[_component_path(lora.kernel_variable(layer))] = lora.merged_kernel(layer)
     for variable in target.variables:
         key = _component_path(variable)
         if key not in values:
             raise ValueError(f"The model has no variable {key!r} to copy into its inference copy.")
-        variable.assign(values[key].value)
+        variable.assign(values[key])
 
 
 def _component_path(variable):

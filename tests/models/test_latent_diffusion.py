@@ -47,6 +47,17 @@ def test_fit_trains_the_unet_and_leaves_the_first_stage_frozen():
     assert len(ldm.trainable_variables) == len(unet.trainable_variables)
 
 
+def test_generate_defaults_to_the_size_fit_trained_on():
+    vae, unet = tiny_vae(), tiny_unet()
+    ldm = LatentDiffusion(unet, vae, seed=1)
+    ldm.compile(optimizer=keras.optimizers.Adam(1e-3))
+    ldm.fit(dataset(), verbose=0)
+    assert ldm.generation_defaults["image_size"] == 8
+    assert ldm.generate(batch_size=1, num_steps=1).shape == (1, 8, 8, 3)
+    ldm.fit({"images": np.zeros((2, 16, 16, 3), "uint8")}, verbose=0)  # a size once set is kept
+    assert ldm.generation_defaults["image_size"] == 8
+
+
 def test_loss_is_the_weighted_mean_of_the_error():
     schedule = NoiseSchedule("linear", 1000, 0.00085, 0.012)
     ldm = LatentDiffusion(tiny_unet(), tiny_vae(), schedule=schedule, original_elbo_weight=0.5, seed=2)
