@@ -1,4 +1,5 @@
-"""The `keras-ldm` command: `generate`, `presets`, `convert`, `export`, `evaluate` and `evaluate-autoencoder`.
+"""The `keras-ldm` command: `generate`, `presets`, `convert`, `export`, `evaluate`, `evaluate-autoencoder`,
+`train-autoencoder` and `train`.
 
 keras-ldm presets
 keras-ldm generate --preset shapes_t2i --prompt "a red circle on a blue background" --out grid.png
@@ -8,6 +9,8 @@ keras-ldm convert --source ./ldm-text2im-large-256 --out ./text2im_preset
 keras-ldm export --preset shapes_t2i --out ./serving/shapes_t2i/1 --num-steps 50
 keras-ldm evaluate --preset ./my_class_model --reference ./real_images --num-images 10000 --metrics fid,kid,is,pr
 keras-ldm evaluate-autoencoder --preset ./my_autoencoder --images ./held_out --report rec.json
+keras-ldm train-autoencoder --images ./photos --out ./my_autoencoder --architecture small
+keras-ldm train --images ./photos --out ./my_ldm --conditioning text --autoencoder ./my_autoencoder
 """
 
 import argparse
@@ -353,7 +356,106 @@ def build_parser():
     autoencoder.add_argument("--vgg-weights", help="local torchvision vgg16-397923af.pth for LPIPS")
     add_evaluation_flags(autoencoder)
     autoencoder.set_defaults(run=run_evaluate_autoencoder)
+    add_training_commands(commands)
     return parser
+
+
+def image_size(text):
+    """An argparse type: `HxW` (or one int for a square) -> `(height, width)`."""
+    parts = text.lower().split("x")
+    if len(parts) not in (1, 2) or not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size HxW such as 256x256 (or one int)")
+    return (int(parts[0]), int(parts[-1]))
+
+
+def non_negative_int(text):
+    """An argparse type: an int >= 0."""
+    if not text.lstrip("+").isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not an int >= 0")
+    return int(text)
+
+
+def add_training_flags(command):
+    """The flags `train-autoencoder` and `train` share. Their defaults are set by the commands
+    (`keras_ldm.cli_train_autoencoder`, `keras_ldm.cli_train_ldm`): None here means "not given", so that a
+    resumed run tells a flag that contradicts its stored settings from one left out."""
+    command.add_argument("--images", required=True, help="a folder of images (searched recursively)")
+    command.add_argument(
+        "--out", required=True, help="the preset folder to write (also checkpoints/, samples/)"
+    )
+    command.add_argument("--steps", type=positive_int, help="optimizer steps in all (default 20000)")
+    command.add_argument("--batch-size", type=positive_int)
+    command.add_argument("--learning-rate", type=float, help="default: CompVis' base rate x batch size")
+    command.add_argument(
+        "--image-size", type=image_size, help="HxW: random crops (default: the images' size, all one)"
+    )
+    command.add_argument("--channels", type=int, choices=(1, 3, 4), help="convert every image to 1, 3 or 4")
+    command.add_argument("--seed", type=non_negative_int, help="data order, crops, noise (default 0)")
+    command.add_argument("--checkpoint-every", type=positive_int, default=1000, help="steps (default 1000)")
+    command.add_argument("--keep-checkpoints", type=positive_int, default=3, help="newest kept (default 3)")
+    command.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    command.add_argument(
+        "--overwrite", action="store_true", help="replace the preset and checkpoints in --out"
+    )
+    command.add_argument("--tensorboard", help="TensorBoard log folder for scalars and sample grids")
+    command.add_argument("--num-samples", type=non_negative_int, default=8, help="images per sample grid")
+
+
+def add_training_commands(commands):
+    """`train-autoencoder` and `train` (the run: `keras_ldm.cli_train`)."""
+    autoencoder = commands.add_parser("train-autoencoder", help="train a first-stage autoencoder on a folder")
+    add_training_flags(autoencoder)
+    autoencoder.add_argument(
+        "--architecture",
+        help="tiny (for tests), small (default), or a CompVis first stage: kl_f4, kl_f8, kl_f16, kl_f32, "
+        "vq_f4, vq_f4_noattn, vq_f8, vq_f16",
+    )
+    autoencoder.add_argument("--from-preset", help="fine-tune this autoencoder preset instead")
+    autoencoder.add_argument(
+        "--disc-start",
+        type=non_negative_int,
+        help="step the GAN loss starts (default: half of --steps, at most CompVis' 50001)",
+    )
+    autoencoder.add_argument("--perceptual-weight", type=float, help="LPIPS weight (default 1; 0: no VGG)")
+    autoencoder.set_defaults(run=_run_train_autoencoder)
+
+    train = commands.add_parser("train", help="train a latent diffusion model on a folder of images")
+    add_training_flags(train)
+    train.add_argument(
+        "--conditioning",
+        required=True,
+        choices=("unconditional", "text", "class", "inpainting", "sr"),
+        help="text: captions in sidecar .txt files; class: one sub-folder per class",
+    )
+    train.add_argument("--autoencoder", help="the first stage: a preset (keras-ldm train-autoencoder --out)")
+    train.add_argument("--from-preset", help="fine-tune this LDM preset instead")
+    train.add_argument(
+        "--architecture", choices=("tiny", "small", "base"), help="UNet size (default small; tiny: for tests)"
+    )
+    train.add_argument("--gradient-accumulation-steps", type=positive_int, help="batches per update")
+    train.add_argument("--ema", action=argparse.BooleanOptionalAction, help="keep an EMA (default: on)")
+    train.add_argument("--ema-decay", type=float, help="default 0.9999 (CompVis)")
+    train.add_argument(
+        "--condition-dropout", type=float, help="drop the condition for guidance (text/class: 0.1)"
+    )
+    train.add_argument(
+        "--sr-factor", type=positive_int, help="sr: downsampling of the low-res input (default 4)"
+    )
+    train.add_argument("--degradation", choices=("bsr", "bsr_light", "bicubic"), help="sr: how (default bsr)")
+    train.add_argument("--sample-steps", type=positive_int, default=50, help="DDIM steps of the sample grids")
+    train.set_defaults(run=_run_train)
+
+
+def _run_train_autoencoder(args):
+    from keras_ldm.cli_train_autoencoder import run_train_autoencoder
+
+    run_train_autoencoder(args)
+
+
+def _run_train(args):
+    from keras_ldm.cli_train_ldm import run_train
+
+    run_train(args)
 
 
 def main(argv=None):

@@ -115,6 +115,11 @@ def model_kind(model):
         return "super_resolution"
     if model.concat == "masks":
         return "inpainting"
+    if model.concat == "segmentation":
+        raise ValueError(
+            "Exporting semantic-synthesis models (concat='segmentation') is not supported yet: the serving "
+            "signature takes prompts, labels or images. Use generate({'segmentation': maps}) in Python."
+        )
     if model.cross_attention == "text":
         if model.tokenizer is None:
             raise ValueError(

@@ -340,6 +340,24 @@ def weight_map(model):
     raise TypeError(f"weight_map() takes a UNet, AutoencoderKL or VQAutoencoder; got {type(model).__name__}.")
 
 
+def dense_paths(model):
+    """`{diffusers module name: path of our Keras kernel variable}` of every Dense layer of `model`: where
+    a diffusers LoRA file's `{module}.lora_A.weight` (etc.) goes (see `keras_ldm.convert.diffusers_lora`).
+
+    Example:
+    >>> unet = UNet(in_channels=4, out_channels=4, model_channels=32, channel_mult=(1,),
+    ...             num_res_blocks=1, attention_resolutions=(1,), num_heads=2, context_dim=16)
+    >>> paths = dense_paths(unet)
+    >>> paths["mid_block.attentions.0.transformer_blocks.0.attn2.to_out.0"].split("/", 1)[1]
+    'mid_block_attentions_0/transformer_blocks_0/attn2/to_out/kernel'
+    """
+    return {
+        key[: -len(".weight")]: variable.path
+        for variable, key, layout in weight_map(model)
+        if layout == "dense" and key.endswith(".weight")
+    }
+
+
 # Names that older diffusers releases (and the released CompVis/ldm-* repos) use in attention blocks.
 LEGACY_NAMES = {"to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"}
 

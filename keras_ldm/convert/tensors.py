@@ -10,6 +10,8 @@ import os
 
 import numpy as np
 
+from keras_ldm.training.lora import kernel_variable
+
 
 def read_safetensors(path, weights_name, how_to_save):
     """All tensors of `path/weights_name` (or of its sharded `.index.json`), as numpy arrays."""
@@ -40,7 +42,7 @@ def conv(layer, key):
 
 def dense(layer, key):
     """Entries of a Dense layer (from a torch Linear or 1x1 conv)."""
-    yield layer.kernel, f"{key}.weight", "dense"
+    yield kernel_variable(layer), f"{key}.weight", "dense"
     if layer.use_bias:
         yield layer.bias, f"{key}.bias", "vector"
 

@@ -22,19 +22,49 @@ from keras_ldm.data.images import list_images
 _CHANNELS = {"1": 1, "L": 1, "I;16": 1, "LA": 4, "P": 3, "RGB": 3, "RGBA": 4, "CMYK": 3, "YCbCr": 3}
 
 
-def read_image_file(path):
-    """One image file as uint8 `(H, W, C)` with C in {1, 3, 4}; a ValueError naming the file if unreadable."""
+def read_image_file(path, channels=None):
+    """One image file as uint8 `(H, W, C)` with C in {1, 3, 4}; a ValueError naming the file if unreadable.
+
+    `channels`: convert to 1 (grey), 3 (RGB) or 4 (RGBA) channels; None keeps the file's own
+    (see `image_file_shape`).
+    """
+    from PIL import Image
+
+    if channels not in (None, 1, 3, 4):
+        raise ValueError(f"`channels` must be 1, 3, 4 or None; got {channels!r}.")
+    try:
+        with Image.open(path) as image:
+            channels = channels or _channels_of(image)
+            array = np.asarray(image.convert({1: "L", 3: "RGB", 4: "RGBA"}[channels]))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path!r} is not a readable image: {error}") from error
+    return array[..., None] if array.ndim == 2 else array
+
+
+def image_file_shape(path):
+    """`(H, W, C)` of an image file from its header (nothing decoded), C as `read_image_file` gives it.
+
+    Example:
+    >>> import tempfile, os
+    >>> from PIL import Image
+    >>> path = os.path.join(tempfile.mkdtemp(), "grey.png")
+    >>> Image.fromarray(np.zeros((8, 6), "uint8")).save(path)
+    >>> image_file_shape(path)
+    (8, 6, 1)
+    """
     from PIL import Image
 
     try:
         with Image.open(path) as image:
-            mode = "RGBA" if image.mode in ("LA", "PA") or "transparency" in image.info else image.mode
-            channels = _CHANNELS.get(mode, 3)
-            image = image.convert({1: "L", 3: "RGB", 4: "RGBA"}[channels])
-            array = np.asarray(image)
+            return image.height, image.width, _channels_of(image)
     except (OSError, ValueError) as error:
         raise ValueError(f"{path!r} is not a readable image: {error}") from error
-    return array[..., None] if array.ndim == 2 else array
+
+
+def _channels_of(image):
+    """The channel count a PIL image is read with: transparency makes 4 (RGBA), grey 1, the rest 3."""
+    mode = "RGBA" if image.mode in ("LA", "PA") or "transparency" in image.info else image.mode
+    return _CHANNELS.get(mode, 3)
 
 
 def image_batches(directory, batch_size=50, limit=None):

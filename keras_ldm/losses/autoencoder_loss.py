@@ -175,6 +175,8 @@ class AutoencoderLoss(keras.layers.Layer):
         """Per-example LPIPS distances `(B,)` (zeros when the perceptual term is off)."""
         if self.perceptual is None:
             return ops.zeros((ops.shape(images)[0],), "float32")
+        if isinstance(self.perceptual, LPIPS) and images.shape[-1] in (1, 4):  # VGG compares RGB images
+            images, reconstructions = _as_rgb(images), _as_rgb(reconstructions)
         return ops.cast(self.perceptual(images, reconstructions), "float32")
 
     def reconstruction_losses(self, images, reconstructions):
@@ -244,3 +246,8 @@ class AutoencoderLoss(keras.layers.Layer):
             if config.get(key) is not None:
                 config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
+
+
+def _as_rgb(images):
+    """Grey images as RGB (repeated), RGBA images without their alpha channel."""
+    return ops.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images[..., :3]

@@ -4,6 +4,7 @@ from keras_ldm.models.autoencoder import AutoencoderKL, Decoder, Encoder, VQAuto
 from keras_ldm.models.conditioners import ClassEmbedder
 from keras_ldm.models.latent_diffusion import LatentDiffusion
 from keras_ldm.models.pixel_space import PixelSpace
+from keras_ldm.models.spatial_rescaler import SpatialRescaler
 from keras_ldm.models.text_encoder import LDMBertEncoder
 from keras_ldm.models.tokenizer import LDMBertTokenizer
 from keras_ldm.models.unet import UNet
@@ -17,6 +18,7 @@ __all__ = [
     "LDMBertTokenizer",
     "LatentDiffusion",
     "PixelSpace",
+    "SpatialRescaler",
     "UNet",
     "VQAutoencoder",
 ]

@@ -26,6 +26,7 @@ from keras import ops
 from keras_ldm.backend.compile import compile_function
 from keras_ldm.diffusion.guidance import classifier_free_guidance
 from keras_ldm.diffusion.loop import sampling_loop
+from keras_ldm.diffusion.tiling import check_tiling, tiled
 from keras_ldm.models import generation_inputs as checks
 from keras_ldm.models.conditioners import images_to_unit_range, resize_to
 
@@ -57,6 +58,8 @@ class GenerationMixin:
         upscale=4,
         use_ema=True,
         verbose="auto",
+        tile_size=None,
+        tile_stride=None,
     ):
         """Generates uint8 images `(B, H, W, 3)` (`(H, W, 3)` for a single prompt string).
 
@@ -78,6 +81,10 @@ class GenerationMixin:
             upscale: output/input size ratio of a super-resolution model.
             use_ema: sample with the moving-average weights when the model keeps them.
             verbose: show a progress bar over the batches; `"auto"` shows it for a `tf.data.Dataset`.
+            tile_size, tile_stride: denoise in overlapping tiles of `tile_size` latent pixels, `tile_stride`
+                apart (default: half a tile), blended as CompVis' split-input sampling; peak memory is then
+                that of one tile. For canvases too large to denoise at once (big SR inputs, semantic
+                maps); None (default) denoises the whole canvas.
 
         Example:
         >>> from keras_ldm.models import AutoencoderKL, LatentDiffusion, UNet
@@ -92,7 +99,9 @@ class GenerationMixin:
         seed = checks.check_seed(seed)
         upscale = checks.check_positive_int(upscale, "upscale")
         batch_size = checks.check_positive_int(batch_size, "batch_size")  # for every model, as the others
+        tiling = check_tiling(tile_size, tile_stride, 2 ** (len(self.unet.channel_mult) - 1))
         kwargs = dict(options, seed=seed, height=height, width=width, upscale=upscale, use_ema=use_ema)
+        kwargs["tiling"] = tiling
         if _is_dataset(inputs):
             if latents is not None:
                 raise ValueError(
@@ -192,6 +201,7 @@ class GenerationMixin:
         use_ema,
         latents=None,
         batch_size=1,
+        tiling=(None, None),
     ):
         if latents is not None and self.concat is None and self.cross_attention is None:
             shape = np.shape(checks.as_array(latents, "latents"))  # unconditional: the latents give the batch
@@ -211,7 +221,7 @@ class GenerationMixin:
                 tensors["low_res"] = resize_to(tensors["low_res"], *request["latent_size"])
             tensors = {key: ops.convert_to_tensor(value) for key, value in tensors.items()}
             generate_images = self._generation_fn(
-                sampler, num_steps, eta, guided, request["latent_size"], tuple(sorted(tensors))
+                sampler, num_steps, eta, guided, request["latent_size"], tuple(sorted(tensors)), tiling
             )
             images = generate_images(
                 tensors,
@@ -259,19 +269,29 @@ class GenerationMixin:
             "masks": "inpainting",
             "text": "text-to-image",
             "class": "class-conditional generation",
+            "segmentation": "semantic synthesis",
         }.get(kind)
         if kind is not None:
             checks.check_input_keys(inputs, kind, purpose)
         if self.concat == "low_res":
-            low_res, request["squeeze"] = checks.image_input(inputs, "images", purpose)
+            low_res, request["squeeze"] = checks.image_input(inputs, "images", purpose, self.first_stage.in_channels)
             height, width = low_res.shape[1] * upscale, low_res.shape[2] * upscale
             tensors["low_res"] = images_to_unit_range(low_res)
             batch = low_res.shape[0]
         elif self.concat == "masks":
-            original, request["squeeze"] = checks.image_input(inputs, "images", purpose)
+            original, request["squeeze"] = checks.image_input(inputs, "images", purpose, self.first_stage.in_channels)
             masks = checks.mask_input(inputs, original.shape)
             height, width, batch = original.shape[1], original.shape[2], original.shape[0]
             tensors.update(original=original, hole=masks, images=images_to_unit_range(original))
+        elif self.concat == "segmentation":
+            maps, request["squeeze"] = checks.segmentation_input(inputs, self.spatial_encoder.num_classes)
+            (batch, height, width), tensors["segmentation"] = maps.shape[:3], maps
+            multiple = factor * 2 ** (len(self.unet.channel_mult) - 1)
+            if height % multiple or width % multiple:
+                raise ValueError(
+                    f"`segmentation` maps of size {height}x{width}: height and width must be multiples of "
+                    f"{multiple} (first-stage factor {factor} times the UNet's down-sampling)."
+                )
         elif self.cross_attention == "text":
             prompts, negatives, request["squeeze"] = checks.prompt_input(inputs)
             request.update(prompts=prompts, negative_prompts=negatives)
@@ -307,6 +327,8 @@ class GenerationMixin:
         conditions, known = {}, {}
         if "low_res" in request:
             conditions["concat"] = resize_to(request["low_res"], height, width)
+        if "segmentation" in request:
+            conditions["concat"] = self.segmentation_condition(request["segmentation"], height, width)
         if "images" in request:
             hole = ops.convert_to_tensor(request["hole"])
             conditions["concat"] = self.inpainting_condition(request["images"], hole, height, width)
@@ -331,13 +353,13 @@ class GenerationMixin:
 
     # -- the compiled sampler --------------------------------------------------------------------
 
-    def _generation_fn(self, sampler, num_steps, eta, guided, latent_size, keys):
+    def _generation_fn(self, sampler, num_steps, eta, guided, latent_size, keys, tiling=(None, None)):
         """`fn(tensors, latents, seed, guidance_scale, temperature) -> uint8 images`: `_images_from_request`
         compiled whole (on JAX the model's variables are arguments, so EMA and newly loaded weights are used)."""
-        key = (sampler, num_steps, float(eta), guided, tuple(latent_size), keys)
+        key = (sampler, num_steps, float(eta), guided, tuple(latent_size), keys, tiling)
         cache = self.__dict__.setdefault("_generation_fns", {})
         if key not in cache:
-            loop = self._sampling_loop(sampler, num_steps, eta)
+            loop = self._sampling_loop(sampler, num_steps, eta, tiling)
 
             def generate_images(tensors, latents, seed, guidance_scale, temperature):
                 request = {**tensors, "latent_size": latent_size}
@@ -348,14 +370,14 @@ class GenerationMixin:
             cache[key] = compile_function(generate_images, self)
         return cache[key]
 
-    def _sampling_loop(self, sampler, num_steps, eta):
-        """The uncompiled sampling loop of the UNet (see `keras_ldm.diffusion.loop.sampling_loop`)."""
+    def _sampling_loop(self, sampler, num_steps, eta, tiling=(None, None)):
+        """The uncompiled sampling loop of the UNet (see `keras_ldm.diffusion.loop.sampling_loop`), tile
+        by tile when `tiling` is `(tile_size, tile_stride)` (see `keras_ldm.diffusion.tiling`)."""
         options = {"prediction_type": self.parameterization}
         if sampler == "ddim":
             options["eta"] = eta
-        return sampling_loop(
-            sampler, self._recorded_unet(), self._denoiser, self.schedule, num_steps, **options
-        )
+        unet = self._recorded_unet() if tiling[0] is None else tiled(self._recorded_unet(), *tiling)
+        return sampling_loop(sampler, unet, self._denoiser, self.schedule, num_steps, **options)
 
     def _denoiser(self, unet, conditions):
         def model(x, t, context=None):

@@ -17,6 +17,8 @@ The contract, by input:
   trailing axis of 1, the images' size.
 - prompts: a str (the output then has no batch axis), a non-empty list/tuple/numpy array of str, or a
   dict with `prompts` and optional `negative_prompts`: a str, a list of one str (for all), or one per prompt.
+- segmentation maps: integer label maps `(B, H, W)` (or one `(H, W)`) with ids in [0, classes), or one-hot
+  floats `(B, H, W, classes)` (or one `(H, W, classes)`) in [0, 1]; the output has the maps' size.
 - dict inputs: only the keys the model's conditioning reads (`prompts`/`negative_prompts`, `labels`,
   `images` (+ `masks`)); any other key is an error rather than being ignored.
 """
@@ -36,6 +38,7 @@ INPUT_KEYS = {
     "class": ("labels",),
     "low_res": ("images",),
     "masks": ("images", "masks"),
+    "segmentation": ("segmentation",),
 }
 
 
@@ -167,8 +170,11 @@ def dict_input(inputs, key, purpose):
     return inputs[key]
 
 
-def image_input(inputs, key, purpose):
-    """`(uint8 RGB images (B, H, W, 3), squeeze)`: see the module docstring for what is accepted."""
+def image_input(inputs, key, purpose, channels=3):
+    """`(uint8 images (B, H, W, channels), squeeze)`: see the module docstring for what is accepted.
+
+    Images of another channel count are converted (`with_channels`): a model trained on grey images
+    takes RGB ones, and the other way round."""
     images = as_array(dict_input(inputs, key, purpose), key)
     squeeze = images.ndim == 3 or (images.ndim == 2)
     if images.ndim == 2:  # one greyscale image
@@ -180,12 +186,28 @@ def image_input(inputs, key, purpose):
             f"`{key}` for {purpose} must be images (B, H, W, 3) or one image (H, W, 3) (also 1 or 4 "
             f"channels, or (H, W) grey), none of size 0; got shape {images.shape}."
         )
-    images = _to_uint8(images, key)
-    if images.shape[-1] == 4:
-        images = images[..., :3]
-    if images.shape[-1] == 1:
-        images = np.repeat(images, 3, axis=-1)
-    return np.ascontiguousarray(images), squeeze
+    return np.ascontiguousarray(with_channels(_to_uint8(images, key), channels)), squeeze
+
+
+def with_channels(images, channels):
+    """uint8 images `(..., C)`, C in {1, 3, 4}, converted to `channels`: alpha dropped (or made opaque),
+    grey repeated to RGB, RGB to grey as PIL's `"L"` (ITU-R 601-2 luma).
+
+    Example:
+    >>> with_channels(np.array([[255, 0, 0, 7]], "uint8"), 1).tolist()
+    [[76]]
+    """
+    if images.shape[-1] == channels:
+        return images
+    rgb = images[..., :3] if images.shape[-1] == 4 else images
+    if channels == 1 and rgb.shape[-1] == 1:
+        return rgb
+    if channels == 1:
+        return np.round(rgb.astype("float32") @ np.array([[0.299], [0.587], [0.114]], "float32")).astype("uint8")
+    rgb = np.repeat(rgb, 3, axis=-1) if rgb.shape[-1] == 1 else rgb
+    if channels == 3:
+        return rgb
+    return np.concatenate([rgb, np.full_like(rgb[..., :1], 255)], axis=-1)
 
 
 def _to_uint8(images, key):
@@ -269,3 +291,38 @@ def prompt_input(inputs):
 
 def _not_int(value):
     return isinstance(value, bool) or not isinstance(value, (int, np.integer))
+
+
+def check_segmentation(maps, num_classes):
+    """Segmentation maps as numpy: integer ids `(B, H, W)` in [0, num_classes) or finite one-hot floats
+    `(B, H, W, num_classes)` in [0, 1]; a clear error naming `segmentation` otherwise.
+
+    Example:
+    >>> check_segmentation(np.zeros((2, 4, 4), "uint8"), 3).dtype
+    dtype('int32')
+    """
+    maps = as_array(maps, "segmentation")
+    if maps.dtype.kind in "iu":
+        if maps.ndim != 3 or min(maps.shape) == 0:
+            raise ValueError(f"integer `segmentation` maps must be (B, H, W) label ids; got shape {maps.shape}.")
+        if maps.min() < 0 or maps.max() >= num_classes:
+            bad = sorted({int(v) for v in np.unique(maps) if not 0 <= v < num_classes})[:8]
+            raise ValueError(f"`segmentation` ids must be in [0, {num_classes - 1}]; got {bad}.")
+        return maps.astype("int32")
+    if maps.dtype.kind != "f" or maps.ndim != 4 or maps.shape[-1] != num_classes or min(maps.shape) == 0:
+        raise ValueError(
+            f"`segmentation` must be integer label maps (B, H, W) or one-hot floats (B, H, W, {num_classes}); "
+            f"got shape {maps.shape} and dtype {maps.dtype}."
+        )
+    if not np.isfinite(maps).all() or maps.min() < 0 or maps.max() > 1:
+        raise ValueError("one-hot `segmentation` maps must be finite and in [0, 1].")
+    return maps.astype("float32")
+
+
+def segmentation_input(inputs, num_classes):
+    """`(maps, squeeze)` for `generate()`: checked maps with a batch axis (see `check_segmentation`);
+    `squeeze` when one map without a batch axis was given."""
+    maps = as_array(dict_input(inputs, "segmentation", "semantic synthesis"), "segmentation")
+    squeeze = maps.ndim == (2 if maps.dtype.kind in "iu" else 3)
+    return check_segmentation(maps[None] if squeeze else maps, num_classes), squeeze
+

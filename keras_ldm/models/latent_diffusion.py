@@ -28,7 +28,7 @@ from keras_ldm.training.schedules import LinearWarmup
 from keras_ldm.training.seeds import saved_seed_generator
 
 CROSS_ATTENTION_SOURCES = (None, "text", "class")
-CONCAT_SOURCES = (None, "low_res", "masks")
+CONCAT_SOURCES = (None, "low_res", "masks", "segmentation")
 LOSS_TYPES = ("l1", "l2")
 
 
@@ -39,17 +39,23 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
     Batches are dicts: `images` (uint8 or floats in [-1, 1], `(B, H, W, 3)`) plus, by conditioning,
     `token_ids` (text; `prompts` strings are tokenized by `fit` when a `tokenizer` is set), `labels`
     (class), `low_res` (super-resolution: the low-resolution image, resized to the latent size and
-    concatenated) or `masks` (inpainting: 1 marks the region to fill; the encoded masked image and
-    the mask at latent size are concatenated, `in_channels = 2 c + 1`).
+    concatenated), `masks` (inpainting: 1 marks the region to fill; the encoded masked image and
+    the mask at latent size are concatenated, `in_channels = 2 c + 1`) or `segmentation` (semantic
+    synthesis: integer label maps `(B, H, W)` or one-hot floats `(B, H, W, classes)`, encoded to the
+    latent size by `spatial_encoder`, trained jointly, and concatenated).
 
     Args:
         unet: the denoiser, a `keras_ldm.models.UNet`.
         first_stage: an `AutoencoderKL` or `VQAutoencoder`; frozen.
         cross_attention: `None`, `"text"` (needs `text_encoder`) or `"class"` (needs `class_embedder`).
-        concat: `None`, `"low_res"` or `"masks"`; both knobs together give CompVis' `hybrid`.
+        concat: `None`, `"low_res"`, `"masks"` or `"segmentation"`; both knobs together give CompVis'
+            `hybrid`.
         text_encoder: a Keras model mapping token ids `(B, L)` to a context `(B, L, context_dim)`.
         tokenizer: maps strings to token ids inside `tf.data` (e.g. a keras-hub tokenizer).
         class_embedder: a `ClassEmbedder` (its null class is the unconditional label).
+        spatial_encoder: with `concat="segmentation"`, the trained encoder of the maps to the latent
+            size, e.g. `SpatialRescaler(n_stages=2, in_channels=classes, out_channels=3)` at f=4 (CompVis'
+            `cond_stage_model` of the semantic-synthesis models, `cond_stage_trainable`).
         schedule: a `NoiseSchedule` (default: CompVis' `linear`, 0.00085 to 0.012, 1000 steps).
         parameterization: what the UNet predicts: `"eps"`, `"x0"` or `"v"`.
         loss_type: `"l2"` or `"l1"`.
@@ -93,6 +99,7 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
         text_encoder=None,
         tokenizer=None,
         class_embedder=None,
+        spatial_encoder=None,
         schedule=None,
         parameterization="eps",
         loss_type="l2",
@@ -118,6 +125,7 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
         self.unet, self.first_stage = unet, first_stage
         self.cross_attention, self.concat = cross_attention, concat
         self.text_encoder, self.tokenizer, self.class_embedder = text_encoder, tokenizer, class_embedder
+        self.spatial_encoder = spatial_encoder
         self.schedule = schedule if schedule is not None else NoiseSchedule("linear", 1000, 0.00085, 0.012)
         self.parameterization, self.loss_type = parameterization, loss_type
         self.l_simple_weight, self.original_elbo_weight = l_simple_weight, original_elbo_weight
@@ -130,8 +138,9 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
         _set_trainable(first_stage, False)
         if text_encoder is not None:
             _set_trainable(text_encoder, train_text_encoder)
-        if class_embedder is not None and not class_embedder.built:
-            class_embedder.build()
+        for encoder in (class_embedder, spatial_encoder):
+            if encoder is not None and not encoder.built:
+                encoder.build()
         # Not tracked as a Keras seed generator: its state is the saved weight "seed_generator_state".
         object.__setattr__(self, "seed_generator", saved_seed_generator(self, seed))
         self.scale_factor = self.add_weight(
@@ -161,11 +170,16 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
         return self.first_stage.embed_dim
 
     def _concat_channels(self):
-        return {None: 0, "low_res": self.first_stage.in_channels, "masks": self.latent_channels + 1}[
-            self.concat
-        ]
+        if self.concat == "segmentation":
+            return self.spatial_encoder.channels if self.spatial_encoder is not None else 0
+        return {None: 0, "low_res": self.first_stage.in_channels, "masks": self.latent_channels + 1}[self.concat]
 
     def _check_components(self):
+        if (self.concat == "segmentation") != (self.spatial_encoder is not None):
+            raise ValueError(
+                f"concat={self.concat!r} with spatial_encoder={self.spatial_encoder!r:.60}: a `spatial_encoder` "
+                f"(e.g. SpatialRescaler) goes with concat='segmentation' and only with it."
+            )
         expected = self.latent_channels + self._concat_channels()
         if self.unet.in_channels != expected:
             raise ValueError(
@@ -255,11 +269,26 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
         if self.concat == "low_res":
             low_res = images_to_unit_range(_require_input(inputs, "low_res", "super-resolution"))
             condition = resize_to(low_res, height, width)
+        elif self.concat == "segmentation":
+            maps = _require_input(inputs, "segmentation", "semantic synthesis")
+            condition = self.segmentation_condition(maps, height, width)
         else:
             masks = _masks(_require_input(inputs, "masks", "inpainting"))
             condition = self.inpainting_condition(images, masks, height, width)
         keep = ops.cast(ops.logical_not(drop), condition.dtype)[:, None, None, None]
         return condition * keep
+
+    def segmentation_condition(self, maps, height, width):
+        """The concat channels of semantic synthesis: `spatial_encoder(maps)`, which must come out at the
+        latent size `(height, width)`."""
+        condition = self.spatial_encoder(maps)
+        if tuple(condition.shape[1:3]) != (height, width):
+            raise ValueError(
+                f"`segmentation` maps of shape {tuple(maps.shape)} encode to {tuple(condition.shape[1:3])}, "
+                f"not the latent size {(height, width)}: the spatial_encoder must down-sample them by the "
+                f"first stage's factor {self.first_stage.downsample_factor}."
+            )
+        return condition
 
     def inpainting_condition(self, images, masks, height, width):
         """The concat channels of inpainting: the encoded masked image and the mask at latent size.
@@ -402,6 +431,14 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
                 raise ValueError(
                     f"`images` of shape {shape}: height and width must be multiples of {factor}."
                 )
+        if self.concat == "segmentation":
+            maps = tuple(batch["segmentation"].shape)
+            classes = self.spatial_encoder.num_classes
+            if maps[1:3] != shape[1:3] or len(maps) not in (3, 4) or (len(maps) == 4 and maps[-1] != classes):
+                raise ValueError(
+                    f"`segmentation` must be label maps (B, H, W) or one-hot (B, H, W, {classes}) like "
+                    f"`images` {shape}; got {maps}."
+                )
         if self.concat == "masks":
             masks = tuple(batch["masks"].shape)
             if masks[1:3] != shape[1:3] or len(masks) not in (3, 4) or (len(masks) == 4 and masks[-1] != 1):
@@ -443,6 +480,9 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
                 f"Float `images` must be scaled to [-1, 1]; got values in [{images.min():.3g}, {images.max():.3g}] "
                 f"(pass uint8 images, or use keras_ldm.data.to_unit_range)."
             )
+        if self.concat == "segmentation":
+            maps = np.asarray(keras.ops.convert_to_numpy(batch["segmentation"]))
+            checks.check_segmentation(maps, self.spatial_encoder.num_classes)
         if self.concat == "masks":
             masks = np.asarray(keras.ops.convert_to_numpy(batch["masks"]))
             if not np.isin(masks, (0, 1)).all():
@@ -465,7 +505,7 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
                 f"Training batches need the keys {sorted(needed)} for this model (cross_attention="
                 f"{self.cross_attention!r}, concat={self.concat!r}); missing {sorted(missing)} in {sorted(keys)}."
             )
-        conditions = {"prompts", "token_ids", "labels", "low_res", "masks"}
+        conditions = {"prompts", "token_ids", "labels", "low_res", "masks", "segmentation"}
         if self.cross_attention is None and self.concat is None and conditions & set(keys):
             raise ValueError(
                 f"This model is unconditional, but the batches hold {sorted(conditions & set(keys))}; "
@@ -571,6 +611,7 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
             "text_encoder": serialize(self.text_encoder) if self.text_encoder is not None else None,
             "tokenizer": serialize(self.tokenizer) if self.tokenizer is not None else None,
             "class_embedder": serialize(self.class_embedder) if self.class_embedder is not None else None,
+            "spatial_encoder": serialize(self.spatial_encoder) if self.spatial_encoder is not None else None,
             "schedule": self.schedule.get_config(),
             "parameterization": self.parameterization,
             "loss_type": self.loss_type,
@@ -589,7 +630,7 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        for key in ("unet", "first_stage", "text_encoder", "tokenizer", "class_embedder"):
+        for key in ("unet", "first_stage", "text_encoder", "tokenizer", "class_embedder", "spatial_encoder"):
             if config.get(key) is not None:
                 config[key] = keras.saving.deserialize_keras_object(config[key])
         config["schedule"] = NoiseSchedule.from_config(config["schedule"])

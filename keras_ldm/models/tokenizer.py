@@ -56,6 +56,19 @@ def clean_text(text):
     return "".join(kept)
 
 
+def word_vocabulary(texts):
+    """A whole-word vocabulary for `LDMBertTokenizer`: the special tokens, then every word of `texts`
+    (lower-cased, accents stripped, punctuation split off, as the tokenizer splits them), sorted.
+
+    Example:
+    >>> word_vocabulary(["A red circle.", "a blue one"])[len(SPECIAL_TOKENS):]
+    ['.', 'a', 'blue', 'circle', 'one', 'red']
+    """
+    splitter = PythonWordPiece(list(SPECIAL_TOKENS), True, True, list(SPECIAL_TOKENS))
+    words = {word for text in texts for word in splitter.words(clean_text(text))}
+    return [*SPECIAL_TOKENS, *sorted(words - set(SPECIAL_TOKENS))]
+
+
 def _as_prompts(prompts):
     if isinstance(prompts, str):
         return [prompts]

@@ -1,8 +1,9 @@
-"""Writing a folder atomically: build it next to where it goes, then swap it in.
+"""Writing a folder (or a file) atomically: build it next to where it goes, then swap it in.
 
-`save_to_preset` (and so `keras-ldm convert`) and `export` write through `atomic_folder`: if anything
-fails half-way (an exception while writing the weights, a full disk), the folder that was at the
-destination before is left untouched and the half-written one is removed.
+`save_to_preset` (and so `keras-ldm convert`) and `export` write through `atomic_folder`, and
+`save_lora_weights` through `atomic_file`: if anything fails half-way (an exception while writing the
+weights, a full disk), what was at the destination before is left untouched and the half-written copy is
+removed.
 """
 
 import contextlib
@@ -57,6 +58,44 @@ def atomic_folder(path, replaces=None):
         _swap(folder, path)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_file(path):
+    """Yields a new file name next to `path`; when the block ends without error that file becomes `path`.
+
+    The block writes the file (its name is `.{name}.tmp-XXXXXXXX` in `path`'s folder, so that
+    `os.replace` swaps it in within one file system). If the block raises, the file is removed and
+    `path` is left as it was.
+
+    Example:
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "lora.safetensors")
+    >>> with atomic_file(path) as temporary:
+    ...     with open(temporary, "w") as f:
+    ...         _ = f.write("good")
+    >>> with atomic_file(path) as temporary:
+    ...     with open(temporary, "w") as f:
+    ...         _ = f.write("half-writ")
+    ...     raise OSError("No space left on device")
+    Traceback (most recent call last):
+    OSError: No space left on device
+    >>> open(path).read(), os.listdir(os.path.dirname(path))
+    ('good', ['lora.safetensors'])
+    """
+    path = os.path.realpath(os.fspath(path))
+    if os.path.isdir(path):
+        raise ValueError(f"path={path!r} is a folder; expected a file name.")
+    parent, name = os.path.split(path)
+    os.makedirs(parent, exist_ok=True)
+    temporary = os.path.join(parent, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.lexists(temporary):
+            os.remove(temporary)
         raise
 
 

@@ -41,7 +41,9 @@ def is_preset_dir(path):
         return False
 
 
-def save_preset(model, path, description="", overwrite=True, weights_dtype=None):
+def save_preset(
+    model, path, description="", overwrite=True, weights_dtype=None, metadata=None, keep_entries=()
+):
     """Writes `model` (any keras_ldm model) as a preset folder `path`, atomically.
 
     Everything is written into a temporary folder next to `path` and swapped in once complete (see
@@ -56,13 +58,16 @@ def save_preset(model, path, description="", overwrite=True, weights_dtype=None)
         overwrite: replace an existing preset at `path`; if False such a folder is an error.
         weights_dtype: store float weights in this dtype (e.g. `"float16"`, half the size); they are cast
             back to the variables' dtype on loading.
+        metadata: more JSON-able entries for `metadata.json` (e.g. the class names of a trained model).
+        keep_entries: names of other entries `path` may hold besides a preset's (e.g. the `checkpoints`
+            folder of a training run); they are kept.
     """
-    _check_preset_path(path, overwrite)
+    _check_preset_path(path, overwrite, keep_entries)
     with atomic_folder(path, replaces=PRESET_ENTRIES) as folder:
-        _write_preset(model, folder, description, weights_dtype)
+        _write_preset(model, folder, description, weights_dtype, metadata)
 
 
-def _check_preset_path(path, overwrite):
+def _check_preset_path(path, overwrite, keep_entries=()):
     """Errors for a `path` that `save_preset` must not replace."""
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(
@@ -74,7 +79,7 @@ def _check_preset_path(path, overwrite):
             raise ValueError(
                 f"path={os.fspath(path)!r} already holds a preset; pass overwrite=True to replace it."
             )
-    elif os.path.isdir(path) and os.listdir(path):
+    elif os.path.isdir(path) and set(os.listdir(path)) - set(keep_entries):
         raise ValueError(
             f"path={os.fspath(path)!r} is not empty and is not a keras_ldm preset folder (it has no "
             f"{CONFIG_FILE} naming a Keras class; it holds {sorted(os.listdir(path))[:5]}); expected a new "
@@ -82,7 +87,7 @@ def _check_preset_path(path, overwrite):
         )
 
 
-def _write_preset(model, folder, description, weights_dtype):
+def _write_preset(model, folder, description, weights_dtype, metadata=None):
     """Writes the preset files of `model` into the empty folder `folder`."""
     config = keras.saving.serialize_keras_object(model)
     config.pop("compile_config", None)  # a preset is for inference; compile again to train
@@ -101,6 +106,7 @@ def _write_preset(model, folder, description, weights_dtype):
         "keras_version": keras.__version__,
         "keras_ldm_version": _version(),
         "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S"),
+        **(metadata or {}),
     }
     _write_json(os.path.join(folder, METADATA_FILE), metadata)
 

@@ -1,4 +1,4 @@
-"""Keras callbacks for LDM training."""
+"""Keras callbacks for LDM training: sample images, progress lines, a time budget, progress-bar extras."""
 
 import os
 import sys
@@ -116,3 +116,71 @@ class TimeBudget(keras.callbacks.Callback):
         if time.time() - self._start > self.seconds:
             self.model.stop_training = True
             self.stopped = True
+
+
+class TrainingProgress(keras.callbacks.Callback):
+    """Adds the learning rate (`lr`) and the throughput (`img/s`) to the logs of each batch, so that
+    Keras' progress bar shows them, and writes every logged number to TensorBoard at the training step.
+
+    Put it before the progress bar (any place in `fit`'s `callbacks`: Keras appends its bar last). The
+    step of batch `b` is `first_step + (b + 1) / batches_per_step`, so a resumed run continues its curves.
+    TensorBoard scalars (and `log_images`) go through TensorFlow's summary writer, on every Keras backend.
+
+    Args:
+        batch_size: images per batch.
+        learning_rate: a float, or a callable `step -> float` (a schedule).
+        first_step: the step the run starts from.
+        batches_per_step: batches per optimizer step (gradient accumulation).
+        log_dir: a TensorBoard log folder, or None.
+        window: batches over which the throughput is averaged.
+
+    Example:
+    >>> progress = TrainingProgress(batch_size=8, learning_rate=1e-4)
+    >>> progress.on_train_begin(); logs = {"loss": 0.5}; progress.on_train_batch_end(0, logs)
+    >>> sorted(logs)
+    ['img/s', 'loss', 'lr']
+    """
+
+    def __init__(self, batch_size, learning_rate, first_step=0, batches_per_step=1, log_dir=None, window=20):
+        super().__init__()
+        self.batch_size, self.learning_rate = batch_size, learning_rate
+        self.first_step, self.batches_per_step = first_step, batches_per_step
+        self.log_dir, self.window = log_dir, window
+        self._times, self._writer = [], None
+
+    def step_of(self, batch):
+        """The optimizer step completed by `fit`'s batch `batch` (fractional between accumulated batches)."""
+        return self.first_step + (batch + 1) / self.batches_per_step
+
+    def on_train_begin(self, logs=None):
+        self._times = [time.time()]
+
+    def on_train_batch_end(self, batch, logs=None):
+        if logs is None:
+            return
+        self._times = (self._times + [time.time()])[-(self.window + 1) :]
+        step = self.step_of(batch)
+        rate = self.learning_rate(int(step)) if callable(self.learning_rate) else self.learning_rate
+        logs["lr"] = float(rate)
+        elapsed = self._times[-1] - self._times[0]
+        logs["img/s"] = self.batch_size * (len(self._times) - 1) / elapsed if elapsed > 0 else 0.0
+        if self.log_dir and step == int(step):
+            with self._summary_writer().as_default():
+                for name, value in logs.items():
+                    tf.summary.scalar(name, float(value), step=int(step))
+
+    def log_images(self, name, images, step):
+        """Writes uint8 images `(B, H, W, C)` (C = 1, 3 or 4) to TensorBoard at `step` (if `log_dir`)."""
+        if self.log_dir:
+            with self._summary_writer().as_default():
+                tf.summary.image(name, np.asarray(images), step=int(step), max_outputs=len(images))
+            self._writer.flush()
+
+    def _summary_writer(self):
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        return self._writer
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.flush()
