@@ -115,6 +115,11 @@ def model_kind(model):
         return "super_resolution"
     if model.concat == "masks":
         return "inpainting"
+    if model.cross_attention == "layout":
+        raise ValueError(
+            "Exporting layout-to-image models (cross_attention='layout') is not supported yet: the serving "
+            "signature takes prompts, labels or images. Use generate({'boxes': ..., 'box_labels': ...})."
+        )
     if model.concat == "segmentation":
         raise ValueError(
             "Exporting semantic-synthesis models (concat='segmentation') is not supported yet: the serving "

@@ -270,6 +270,7 @@ class GenerationMixin:
             "text": "text-to-image",
             "class": "class-conditional generation",
             "segmentation": "semantic synthesis",
+            "layout": "layout-to-image",
         }.get(kind)
         if kind is not None:
             checks.check_input_keys(inputs, kind, purpose)
@@ -299,6 +300,10 @@ class GenerationMixin:
         elif self.cross_attention == "class":
             tensors["labels"] = checks.label_input(inputs, self.class_embedder.num_classes)
             batch = len(tensors["labels"])
+        elif self.cross_attention == "layout":
+            layout, request["squeeze"] = checks.layout_input(inputs)
+            tensors["token_ids"] = self.layout_token_ids(layout)
+            batch = len(tensors["token_ids"])
         else:
             if inputs is not None:
                 raise ValueError(f"This model is unconditional; pass `batch_size`, not inputs={inputs!r:.80}.")
@@ -310,7 +315,10 @@ class GenerationMixin:
         return request, tensors
 
     def _token_ids(self, request, guided):
-        """`token_ids` (and `negative_token_ids` when guided) for the prompts of a text request."""
+        """`token_ids` (and `negative_token_ids` when guided) for the prompts of a text request; for a layout
+        request (its `token_ids` already made) the empty layout's as `negative_token_ids`."""
+        if self.cross_attention == "layout" and guided:
+            return {"negative_token_ids": np.repeat(self._empty_prompt_ids(), request["batch"], axis=0)}
         if self.cross_attention != "text":
             return {}
         ids = {"token_ids": self.tokenizer(request["prompts"])}
@@ -335,7 +343,7 @@ class GenerationMixin:
             x0 = self.encode_images(request["images"], sample=False)
             known["x0"] = x0 * ops.cast(self.scale_factor, x0.dtype)
             known["keep"] = 1.0 - resize_to(hole, height, width, "nearest")
-        if self.cross_attention == "text":
+        if self.cross_attention in ("text", "layout"):
             encode = self._recorded_text_encoder()
             conditions["context"] = encode(request["token_ids"])
             if guided:

@@ -19,6 +19,9 @@ The contract, by input:
   dict with `prompts` and optional `negative_prompts`: a str, a list of one str (for all), or one per prompt.
 - segmentation maps: integer label maps `(B, H, W)` (or one `(H, W)`) with ids in [0, classes), or one-hot
   floats `(B, H, W, classes)` (or one `(H, W, classes)`) in [0, 1]; the output has the maps' size.
+- layouts: a dict with `boxes` (`(x0, y0, x1, y1)` in [0, 1]: B per-image lists of boxes, a padded
+  `(B, N, 4)` array with optional `num_boxes` `(B,)`, or one image's `(n, 4)`) and `box_labels` shaped
+  alike; checked by the model's `LayoutTokenizer` (boxes outside [0, 1] or with x1 < x0, unknown ids).
 - dict inputs: only the keys the model's conditioning reads (`prompts`/`negative_prompts`, `labels`,
   `images` (+ `masks`)); any other key is an error rather than being ignored.
 """
@@ -39,6 +42,7 @@ INPUT_KEYS = {
     "low_res": ("images",),
     "masks": ("images", "masks"),
     "segmentation": ("segmentation",),
+    "layout": ("boxes", "box_labels", "num_boxes"),
 }
 
 
@@ -326,3 +330,14 @@ def segmentation_input(inputs, num_classes):
     squeeze = maps.ndim == (2 if maps.dtype.kind in "iu" else 3)
     return check_segmentation(maps[None] if squeeze else maps, num_classes), squeeze
 
+
+def layout_input(inputs):
+    """`(layout, squeeze)`: the layout dict of a `generate()` request (`boxes`, `box_labels`, optional
+    `num_boxes`), its values checked later by the model's `LayoutTokenizer`; `squeeze` when `boxes` are one
+    image's `(n, 4)`."""
+    from keras_ldm.models.layout_tokenizer import split_boxes
+
+    layout = {key: dict_input(inputs, key, "layout-to-image") for key in ("boxes", "box_labels")}
+    if inputs.get("num_boxes") is not None:
+        layout["num_boxes"] = inputs["num_boxes"]
+    return layout, split_boxes(layout["boxes"])[1]

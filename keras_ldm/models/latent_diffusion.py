@@ -21,13 +21,15 @@ from keras_ldm.models import generation_inputs as checks
 from keras_ldm.models.autoencoder import AutoencoderKL
 from keras_ldm.models.conditioners import images_to_unit_range, masked_images, resize_to
 from keras_ldm.models.generation import GENERATION_DEFAULTS, GenerationMixin
+from keras_ldm.models.layout_tokenizer import LayoutTokenizer
 from keras_ldm.models.preset_mixin import PresetMixin, write_preset
 from keras_ldm.training import lora
 from keras_ldm.training.ema import ExponentialMovingAverage
 from keras_ldm.training.schedules import LinearWarmup
 from keras_ldm.training.seeds import saved_seed_generator
 
-CROSS_ATTENTION_SOURCES = (None, "text", "class")
+CROSS_ATTENTION_SOURCES = (None, "text", "class", "layout")
+LAYOUT_KEYS = ("boxes", "box_labels", "num_boxes")  # a layout batch: tokenized to `token_ids` by `fit`
 CONCAT_SOURCES = (None, "low_res", "masks", "segmentation")
 LOSS_TYPES = ("l1", "l2")
 
@@ -47,11 +49,14 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
     Args:
         unet: the denoiser, a `keras_ldm.models.UNet`.
         first_stage: an `AutoencoderKL` or `VQAutoencoder`; frozen.
-        cross_attention: `None`, `"text"` (needs `text_encoder`) or `"class"` (needs `class_embedder`).
+        cross_attention: `None`, `"text"` (needs `text_encoder`), `"class"` (needs `class_embedder`) or
+            `"layout"` (needs `text_encoder`, e.g. a `LayoutEncoder`, and `tokenizer`, a `LayoutTokenizer`).
         concat: `None`, `"low_res"`, `"masks"` or `"segmentation"`; both knobs together give CompVis'
             `hybrid`.
-        text_encoder: a Keras model mapping token ids `(B, L)` to a context `(B, L, context_dim)`.
-        tokenizer: maps strings to token ids inside `tf.data` (e.g. a keras-hub tokenizer).
+        text_encoder: a Keras model mapping token ids `(B, L)` to a context `(B, L, context_dim)`: of prompts,
+            or of layout tokens (CompVis uses one `BERTEmbedder` class for both).
+        tokenizer: maps strings to token ids inside `tf.data` (e.g. a keras-hub tokenizer); for layouts a
+            `LayoutTokenizer`, mapping `boxes` and `box_labels` to layout tokens.
         class_embedder: a `ClassEmbedder` (its null class is the unconditional label).
         spatial_encoder: with `concat="segmentation"`, the trained encoder of the maps to the latent
             size, e.g. `SpatialRescaler(n_stages=2, in_channels=classes, out_channels=3)` at f=4 (CompVis'
@@ -156,7 +161,7 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
             name="scale_factor_ready",
         )
         self._null_token_ids = None
-        if cross_attention == "text" and p_uncond > 0:
+        if cross_attention in ("text", "layout") and p_uncond > 0:
             self._null_token_ids = self._empty_prompt_ids()
         self.ema = None
         if ema_decay is not None:
@@ -193,6 +198,7 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
         needs = {
             "text": ("text_encoder", self.text_encoder),
             "class": ("class_embedder", self.class_embedder),
+            "layout": ("text_encoder", self.text_encoder),
         }
         if self.cross_attention in needs and needs[self.cross_attention][1] is None:
             raise ValueError(
@@ -204,9 +210,27 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
             )
         if self.cross_attention == "text" and self.p_uncond > 0 and self.tokenizer is None:
             raise ValueError("p_uncond > 0 with text needs a `tokenizer` (for the empty prompt).")
+        if self.cross_attention == "layout" and not isinstance(self.tokenizer, LayoutTokenizer):
+            raise ValueError(
+                f"cross_attention='layout' needs a LayoutTokenizer as `tokenizer` (boxes -> tokens); got "
+                f"tokenizer={self.tokenizer!r:.60}."
+            )
 
     def _empty_prompt_ids(self):
+        """The token ids of the unconditional input: the empty prompt, or the layout with no objects."""
+        if self.cross_attention == "layout":
+            return self.layout_token_ids({"boxes": [[]], "box_labels": [[]]})
         return np.asarray(keras.ops.convert_to_numpy(self.tokenizer([""])), dtype="int32")
+
+    def layout_token_ids(self, layouts):
+        """Layout tokens `(B, L)` (int32 numpy) of a dict with `boxes`, `box_labels` and optional
+        `num_boxes` (see `LayoutTokenizer`); a clear error naming the argument for bad boxes or labels."""
+        return np.asarray(
+            keras.ops.convert_to_numpy(
+                self.tokenizer(layouts["boxes"], layouts["box_labels"], num_boxes=layouts.get("num_boxes"))
+            ),
+            dtype="int32",
+        )
 
     # -- the training forward pass ------------------------------------------------------------
 
@@ -246,8 +270,8 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
 
     def context(self, inputs, drop, training=False):
         """The cross-attention context of a batch (`None` without cross-attention)."""
-        if self.cross_attention == "text":
-            token_ids = _require_input(inputs, "token_ids", "text conditioning (tokenize `prompts` first)")
+        if self.cross_attention in ("text", "layout"):
+            token_ids = _require_input(inputs, "token_ids", f"{self.cross_attention} conditioning (tokenize first)")
             token_ids = ops.cast(token_ids, "int32")
             if self._null_token_ids is not None:
                 token_ids = ops.where(drop[:, None], ops.convert_to_tensor(self._null_token_ids), token_ids)
@@ -390,7 +414,8 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
                 f"batches; got {type(x).__name__}."
             )
         if isinstance(x, dict):  # lists (and nested lists) as arrays; `prompts` stay strings
-            x = {key: value if key == "prompts" else _batch_array(value, key) for key, value in x.items()}
+            ragged = ("prompts", "boxes", "box_labels")  # strings, and per-image lists of boxes
+            x = {key: value if key in ragged else _batch_array(value, key) for key, value in x.items()}
         if _is_tf_dataset(x) or isinstance(x, dict):
             keys = set(x.element_spec if _is_tf_dataset(x) else x)
             used = self.batch_keys(keys)
@@ -398,17 +423,22 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
             self._remember_image_size(x.element_spec if _is_tf_dataset(x) else x)
             self._check_batch_values(next(iter(x.take(1))) if _is_tf_dataset(x) else x)
             if _is_tf_dataset(x):
-                from keras_ldm.data.prompts import keep_keys, tokenize_prompts
+                from keras_ldm.data.prompts import keep_keys, tokenize_layouts, tokenize_prompts
 
                 if "prompts" in used:
                     x = tokenize_prompts(x, self.tokenizer)
                     used = (used - {"prompts"}) | {"token_ids"}
+                if "boxes" in used:
+                    x = tokenize_layouts(x, self.layout_token_ids)
+                    used = (used - set(LAYOUT_KEYS)) | {"token_ids"}
                 x = keep_keys(x, used)
             else:
                 x = {k: v for k, v in x.items() if k in used}
                 if "prompts" in x:
                     token_ids = self.tokenizer(_prompt_list(x.pop("prompts")))
                     x["token_ids"] = np.asarray(ops.convert_to_numpy(token_ids))
+                if "boxes" in x:
+                    x["token_ids"] = self.layout_token_ids({k: x.pop(k) for k in LAYOUT_KEYS if k in x})
                 _check_batch_lengths(x)
         callbacks = list(kwargs.pop("callbacks", None) or [])
         if not any(isinstance(c, keras.callbacks.TerminateOnNaN) for c in callbacks):
@@ -460,7 +490,7 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
         """Value checks on one batch (the first of a dataset): finite numbers, float images in [-1, 1],
         0/1 masks, labels in the class table."""
         for key, value in batch.items():
-            if key != "prompts" and not _is_string_data(value):
+            if key != "prompts" and not _is_string_data(value) and not isinstance(value, (list, tuple)):
                 array = np.asarray(keras.ops.convert_to_numpy(value))
                 if array.dtype.kind == "f" and not np.isfinite(array).all():
                     raise ValueError(
@@ -480,6 +510,8 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
                 f"Float `images` must be scaled to [-1, 1]; got values in [{images.min():.3g}, {images.max():.3g}] "
                 f"(pass uint8 images, or use keras_ldm.data.to_unit_range)."
             )
+        if self.cross_attention == "layout" and "boxes" in batch:  # the tokenizer names bad boxes and labels
+            self.layout_token_ids({k: _numpy_rows(batch[k]) for k in LAYOUT_KEYS if k in batch})
         if self.concat == "segmentation":
             maps = np.asarray(keras.ops.convert_to_numpy(batch["segmentation"]))
             checks.check_segmentation(maps, self.spatial_encoder.num_classes)
@@ -497,6 +529,8 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
             needed.add("token_ids" if "token_ids" in keys or self.tokenizer is None else "prompts")
         elif self.cross_attention == "class":
             needed.add("labels")
+        elif self.cross_attention == "layout":
+            needed |= {"token_ids"} if "token_ids" in keys else {"boxes", "box_labels"} | ({"num_boxes"} & set(keys))
         if self.concat is not None:
             needed.add(self.concat)
         missing = needed - set(keys)
@@ -505,7 +539,7 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
                 f"Training batches need the keys {sorted(needed)} for this model (cross_attention="
                 f"{self.cross_attention!r}, concat={self.concat!r}); missing {sorted(missing)} in {sorted(keys)}."
             )
-        conditions = {"prompts", "token_ids", "labels", "low_res", "masks", "segmentation"}
+        conditions = {"prompts", "token_ids", "labels", "low_res", "masks", "segmentation", *LAYOUT_KEYS}
         if self.cross_attention is None and self.concat is None and conditions & set(keys):
             raise ValueError(
                 f"This model is unconditional, but the batches hold {sorted(conditions & set(keys))}; "
@@ -688,6 +722,11 @@ def _set_trainable(model, trainable):
     if not trainable:
         for variable in model.variables:
             variable.trainable = False
+
+
+def _numpy_rows(value):
+    """A batch entry as numpy (from any backend's tensor or a tf.data one), or as given (per-image lists)."""
+    return value if isinstance(value, (list, tuple)) else np.asarray(value)
 
 
 def _require_input(inputs, key, purpose):

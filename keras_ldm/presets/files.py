@@ -92,7 +92,7 @@ def _write_preset(model, folder, description, weights_dtype, metadata=None):
     config = keras.saving.serialize_keras_object(model)
     config.pop("compile_config", None)  # a preset is for inference; compile again to train
     tokenizer = getattr(model, "tokenizer", None)
-    if tokenizer is not None:
+    if getattr(tokenizer, "vocabulary", None) is not None:  # word pieces; a LayoutTokenizer has none
         _write_vocabulary(tokenizer, folder)
         config["config"]["tokenizer"]["config"]["vocabulary"] = VOCABULARY_FILE
     _write_json(os.path.join(folder, CONFIG_FILE), config)
