@@ -5,6 +5,8 @@
 - `masks`: inpainting masks (`masks`): random boxes and brush strokes.
 - `shapes`: the procedural "a {color} {shape} on a {background} background" text-to-image dataset and an
   analyser that reads generated images back.
+- `scenes`: procedural scenes of several shapes with their segmentation maps, boxes and labels (semantic
+  synthesis, layout-to-image), and the two scores that read generated scenes back.
 - `photos`: scikit-image's bundled photographs with a fixed train / held-out split, as random crops.
 
 TensorFlow is the data library here, not the Keras backend, and these modules never import it: they read
@@ -23,6 +25,7 @@ from keras_ldm.data.photos import (
     random_photo_crops,
 )
 from keras_ldm.data.prompts import keep_keys, tokenize_prompts
+from keras_ldm.data.scenes import layout_accuracy, scenes_arrays, segmentation_accuracy
 from keras_ldm.data.shapes import (
     COLOR_VALUES,
     COLORS,
@@ -52,6 +55,7 @@ __all__ = [
     "inpainting_pairs",
     "keep_keys",
     "label_of",
+    "layout_accuracy",
     "list_images",
     "load_photo",
     "load_photos",
@@ -62,6 +66,8 @@ __all__ = [
     "random_masks",
     "random_photo_crops",
     "render_shape",
+    "scenes_arrays",
+    "segmentation_accuracy",
     "shape_parameters",
     "shapes_dataset",
     "stroke_masks",
