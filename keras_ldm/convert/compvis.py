@@ -15,7 +15,10 @@ Conditioning, as CompVis decides it (`conditioning_key`, else `concat_mode`, def
 - crossattn + `BERTEmbedder`: text (`cross_attention="text"`; the BERT vocabulary is not in the
   checkpoint: pass `tokenizer`, e.g. a folder with `bert-base-uncased`'s `vocab.txt`);
 - crossattn + `ClassEmbedder`: class labels (`n_classes: 1001` is read as 1000 classes plus the
-  null class 1000 of `cin256-v2`).
+  null class 1000 of `cin256-v2`);
+- crossattn + `BERTEmbedder(use_tokenizer=False)`: layouts (`cross_attention="layout"`, a `LayoutEncoder`;
+  the tokenizer is a `LayoutTokenizer` of OpenImages' 601 classes unless `tokenizer` gives another);
+- concat + `SpatialRescaler`: segmentation maps (`concat="segmentation"`, e.g. `semantic_synthesis256`).
 
 PyTorch is needed only to read a `.ckpt` (a pickle); a `.safetensors` state dict reads without it.
 """
@@ -29,11 +32,13 @@ from keras_ldm.backend.torch_checkpoint import read_torch_state_dict
 from keras_ldm.convert.diffusers import load_weights
 from keras_ldm.convert.ldm_bert import UNUSED_TENSORS, tokenizer_from_diffusers
 from keras_ldm.convert.ldm_bert import weight_map as ldm_bert_weight_map
-from keras_ldm.convert.tensors import assign_weights
+from keras_ldm.convert.tensors import assign_weights, conv
 from keras_ldm.diffusion.schedule import NoiseSchedule
 from keras_ldm.models.autoencoder import AutoencoderKL, VQAutoencoder
 from keras_ldm.models.conditioners import ClassEmbedder
 from keras_ldm.models.latent_diffusion import LatentDiffusion
+from keras_ldm.models.layout_tokenizer import LayoutTokenizer
+from keras_ldm.models.spatial_rescaler import SpatialRescaler
 from keras_ldm.models.text_encoder import LDMBertEncoder
 from keras_ldm.models.tokenizer import LDMBertTokenizer
 from keras_ldm.models.unet import UNet
@@ -45,6 +50,8 @@ EMA_PREFIX = "model_ema."
 BERT_EMBEDDER = "ldm.modules.encoders.modules.BERTEmbedder"
 CLASS_EMBEDDER = "ldm.modules.encoders.modules.ClassEmbedder"
 IDENTITY = "torch.nn.Identity"
+SPATIAL_RESCALER = "ldm.modules.encoders.modules.SpatialRescaler"
+OPENIMAGES_CLASSES = 601  # layout2img-openimages256's boxable classes (its data module, not its config)
 FIRST_STAGES = (
     "ldm.models.autoencoder.AutoencoderKL",
     "ldm.models.autoencoder.VQModel",
@@ -303,7 +310,11 @@ def conditioning_from_config(params, unet, first_stage):
         kinds = {BERT_EMBEDDER: "text", CLASS_EMBEDDER: "class"}
         if _target(cond) not in kinds:
             _unsupported("cond_stage_config", "target", _target(cond), sorted(kinds))
+        if _target(cond) == BERT_EMBEDDER and cond.get("params", {}).get("use_tokenizer", True) is False:
+            return {"cross_attention": "layout"}  # token ids in, no BERT word pieces: layout tokens
         return {"cross_attention": kinds[_target(cond)]}
+    if _target(cond) == SPATIAL_RESCALER:
+        return {"concat": "segmentation"}
     latent, extra = first_stage.embed_dim, unet.in_channels - first_stage.embed_dim
     if cond == "__is_first_stage__" and extra == latent + 1:
         return {"concat": "masks", "signed_masks": True}  # as scripts/inpaint.py conditions
@@ -333,7 +344,50 @@ def _cond_stage(params, state, tokenizer, dtype, source, conditioning):
         assign_weights(entries, bert_tensors(tensors), source, unused=UNUSED_TENSORS)
         length = cond_params.get("max_seq_len", 77)
         return {"text_encoder": encoder, "tokenizer": _tokenizer(tokenizer, length)}
+    if kind == "layout":
+        return _layout_stage(cond.get("params", {}), tensors, tokenizer, dtype)
+    if conditioning.get("concat") == "segmentation":
+        rescaler = spatial_rescaler_from_config(cond.get("params", {}), dtype)
+        if rescaler.channel_mapper is not None:
+            assign_weights(list(conv(rescaler.channel_mapper, "channel_mapper")), tensors, source)
+        return {"spatial_encoder": rescaler}
     return {}
+
+
+def _layout_stage(params, tensors, tokenizer, dtype):
+    """The `LayoutEncoder` (with its weights) and `LayoutTokenizer` of a layout checkpoint."""
+    from keras_ldm.convert.layout_encoder import layout_encoder_from_compvis
+
+    encoder = layout_encoder_from_compvis(tensors, params, prefix="", dtype=dtype)
+    if tokenizer is None:
+        length = params.get("max_seq_len", 77)
+        tokenizer = LayoutTokenizer(
+            OPENIMAGES_CLASSES, max_objects=(length - 2) // 3, num_tokens=params.get("vocab_size", 8192)
+        )
+    positions = encoder.layout_architecture["max_length"]
+    if not isinstance(tokenizer, LayoutTokenizer) or tokenizer.sequence_length > positions:
+        raise ValueError(
+            f"A layout checkpoint takes tokenizer=None or a LayoutTokenizer of at most {positions} tokens; "
+            f"got {tokenizer!r:.80}."
+        )
+    return {"text_encoder": encoder, "tokenizer": tokenizer}
+
+
+def spatial_rescaler_from_config(params, dtype=None):
+    """CompVis `SpatialRescaler(n_stages=1, method='bilinear', multiplier=0.5, in_channels=3,
+    out_channels=None, bias=False)` with the config's `params`.
+
+    Example:
+    >>> spatial_rescaler_from_config({"n_stages": 2, "in_channels": 182, "out_channels": 3}).count_params()
+    546
+    """
+    names = ("n_stages", "method", "multiplier", "in_channels", "out_channels", "bias")
+    unknown = sorted(set(params) - set(names))
+    if unknown:
+        _unsupported("cond_stage_config.params", unknown[0], params[unknown[0]], list(names))
+    rescaler = SpatialRescaler(**params, **_dtype(dtype))
+    rescaler.build()
+    return rescaler
 
 
 def class_embedder_from_config(params, dtype=None):

@@ -13,6 +13,8 @@ weights are not in the package) and says where the released weights live and how
 | `ldm_lsun_churches_256`   | lsun_churches256 (`models/ldm/lsun_churches256/config.yaml`) | KL-f8 | unconditional   |
 | `ldm_lsun_bedrooms_256`   | lsun_beds256 (`models/ldm/lsun_beds256/config.yaml`) | VQ-f4  | unconditional              |
 | `ldm_cin256_v2`           | cin256-v2 (`configs/latent-diffusion/cin256-v2.yaml`) | VQ-f4 | ImageNet class, cross-attention (null class 1000) |
+| `ldm_semantic_synthesis_256`, `_512` | semantic_synthesis256 / 512 (`models/ldm/semantic_synthesis*/config.yaml`) | VQ-f4 | concat a rescaled one-hot map |
+| `ldm_layout2img_openimages_256` | layout2img-openimages256 (`models/ldm/layout2img-openimages256/config.yaml`) | VQ-f4 | layout tokens, 16-layer transformer, cross-attention |
 | `kl_f4` ... `kl_f32`, `vq_f4` ... `vq_f16` | `models/first_stage_models/<name>/config.yaml` | - | autoencoders |
 
 Sources of the numbers (all paths inside github.com/CompVis/latent-diffusion): the YAML configs and
@@ -47,6 +49,9 @@ from keras_ldm.diffusion.schedule import NoiseSchedule
 from keras_ldm.models.autoencoder import AutoencoderKL, VQAutoencoder
 from keras_ldm.models.conditioners import ClassEmbedder
 from keras_ldm.models.latent_diffusion import LatentDiffusion
+from keras_ldm.models.layout_encoder import LayoutEncoder
+from keras_ldm.models.layout_tokenizer import LayoutTokenizer
+from keras_ldm.models.spatial_rescaler import SpatialRescaler
 from keras_ldm.models.text_encoder import LDMBertEncoder
 from keras_ldm.models.unet import UNet
 
@@ -195,6 +200,30 @@ UNETS = {
         use_scale_shift_norm=True,
         resblock_updown=True,
     ),
+    # models/ldm/semantic_synthesis256/config.yaml (semantic_synthesis512: the same unet_config): 3 latent
+    # + 3 SpatialRescaler channels; attention only in the middle block (the factors 32, 16, 8 are never
+    # reached by 3 levels)
+    "semantic_synthesis": dict(
+        in_channels=6,
+        out_channels=3,
+        model_channels=128,
+        channel_mult=(1, 4, 8),
+        num_res_blocks=2,
+        attention_resolutions=(32, 16, 8),
+        num_heads=8,
+    ),
+    # models/ldm/layout2img-openimages256/config.yaml: use_spatial_transformer, depth 3, context 512
+    "layout2img_openimages_256": dict(
+        in_channels=3,
+        out_channels=3,
+        model_channels=128,
+        channel_mult=(1, 2, 3, 4),
+        num_res_blocks=2,
+        attention_resolutions=(8, 4, 2),
+        num_head_channels=32,
+        transformer_depth=3,
+        context_dim=512,
+    ),
     # configs/latent-diffusion/cin256-v2.yaml: num_heads 1, use_spatial_transformer, context 512
     "cin256_v2": dict(
         in_channels=3,
@@ -225,6 +254,14 @@ LDM_BERT = dict(
 # cond_stage_config of cin256-v2: ClassEmbedder(n_classes=1001, embed_dim=512): the 1000 ImageNet classes
 # and the "no class" label 1000 of classifier-free guidance.
 CIN_CLASSES = dict(num_classes=1000, embed_dim=512, null_class=True)
+# cond_stage_config of the semantic models: SpatialRescaler(n_stages=2, in_channels=182, out_channels=3)
+# (bilinear x0.5 twice, a 1x1 conv without bias): one-hot COCO-Stuff maps (182 classes) at the f=4 size.
+SEMANTIC_RESCALER = dict(n_stages=2, method="bilinear", multiplier=0.5, in_channels=182, out_channels=3)
+# cond_stage_config of layout2img-openimages256: BERTEmbedder(n_embed=512, n_layer=16, vocab_size=8192,
+# max_seq_len=92, use_tokenizer=False) over the layout tokens of OpenImages' 601 boxable classes, 30
+# objects and 2 crop tokens (retrieval-augmented-diffusion-models OpenImagesBBoxBase).
+LAYOUT_ENCODER = dict(vocab_size=8192, max_length=92, n_embed=512, n_layer=16)
+OPENIMAGES_LAYOUT = dict(num_classes=601, max_objects=30, num_tokens=8192, encode_crop=True)
 
 
 def build_first_stage(name):
@@ -317,6 +354,33 @@ _cin256_v2 = _pipeline(
     guidance_scale=3.0,
     parts=lambda: {"class_embedder": ClassEmbedder(**CIN_CLASSES)},
     cross_attention="class",
+)
+
+
+# no sampling settings are published for the semantic models: DDIM 50, eta 0; the map gives the size
+_semantic_synthesis = _pipeline(
+    "semantic_synthesis",
+    "vq_f4",
+    0.0015,
+    0.0205,
+    num_steps=50,
+    eta=0.0,
+    parts=lambda: {"spatial_encoder": SpatialRescaler(**SEMANTIC_RESCALER)},
+    concat="segmentation",
+    loss_type="l1",
+)
+# README.md: "LDM-VQ-4 (200 DDIM steps, eta=0)"
+_layout2img_openimages_256 = _pipeline(
+    "layout2img_openimages_256",
+    "vq_f4",
+    0.0015,
+    0.0205,
+    num_steps=200,
+    eta=0.0,
+    parts=lambda: {"text_encoder": LayoutEncoder(**LAYOUT_ENCODER), "tokenizer": LayoutTokenizer(**OPENIMAGES_LAYOUT)},
+    cross_attention="layout",
+    loss_type="l1",
+    train_text_encoder=True,  # cond_stage_trainable: true
 )
 
 
@@ -432,6 +496,27 @@ _PRESETS = [
         "null class 1000 for classifier-free guidance (CompVis cin256-v2).",
         _cin256_v2,
         {"url": f"{COMPVIS_FILES}nitro/cin/model.ckpt", "config": "configs/latent-diffusion/cin256-v2.yaml"},
+    ),
+    _latent_diffusion(
+        "ldm_semantic_synthesis_256",
+        "Semantic synthesis, 256x256 and larger (COCO-Stuff/landscapes maps, 182 classes): VQ-f4, one-hot map "
+        "rescaled to 3 channels and concatenated (CompVis semantic_synthesis256).",
+        _semantic_synthesis,
+        {"url": f"{COMPVIS_FILES}semantic_synthesis256.zip", "config": "models/ldm/semantic_synthesis256/config.yaml"},
+    ),
+    _latent_diffusion(
+        "ldm_semantic_synthesis_512",
+        "Semantic synthesis of landscapes, trained on 512x512 crops, samples 512x1024 and larger: VQ-f4, "
+        "the same network as the 256 model (CompVis semantic_synthesis512).",
+        _semantic_synthesis,
+        {"url": f"{COMPVIS_FILES}semantic_synthesis.zip", "config": "models/ldm/semantic_synthesis512/config.yaml"},
+    ),
+    _latent_diffusion(
+        "ldm_layout2img_openimages_256",
+        "Layout-to-image, 256x256 (OpenImages boxes of 601 classes as 92 tokens; FID 32.02): VQ-f4, 16-layer layout "
+        "transformer, cross-attention (CompVis layout2img-openimages256).",
+        _layout2img_openimages_256,
+        {"url": f"{COMPVIS_FILES}layout2img_model.zip", "config": "models/ldm/layout2img-openimages256/config.yaml"},
     ),
     _autoencoder("kl_f4", "kl-f4", "KL-regularised autoencoder, f=4, 3 latent channels (rFID 0.27)."),
     _autoencoder("kl_f8", "kl-f8", "KL-regularised autoencoder, f=8, 4 latent channels (rFID 0.90)."),

@@ -683,3 +683,60 @@ def test_reading_a_ckpt_without_pytorch_says_what_to_install(tmp_path, monkeypat
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(ImportError, match=r"needs PyTorch: `pip install torch`"):
         from_compvis_checkpoint(str(tmp_path / "model.ckpt"), str(tmp_path / "config.yaml"))
+
+
+def test_semantic_synthesis_checkpoint_matches_diffusers_and_torch_rescaler(tmp_path):
+    """semantic_synthesis256's shape: a SpatialRescaler of one-hot maps concatenated to VQ-f4 latents."""
+    unet = randomize(unet_2d(in_channels=6, out_channels=3))
+    unet_params = dict(UNET_PARAMS, in_channels=6, out_channels=3, num_head_channels=16)
+    vae, first_stage = vq_without_attention()
+    torch.manual_seed(4)
+    mapper = torch.nn.Conv2d(5, 3, 1, bias=False)
+    cond_stage = {"target": "ldm.modules.encoders.modules.SpatialRescaler",
+                  "params": {"n_stages": 2, "in_channels": 5, "out_channels": 3}}  # fmt: skip
+    state = {"cond_stage_model.channel_mapper.weight": mapper.weight.detach()}
+    paths = write_checkpoint(
+        tmp_path, unet, unet_params, vae, first_stage, cond_stage, state, concat_mode=True, loss_type="l1"
+    )
+    model = from_compvis_checkpoint(*paths)
+    assert model.concat == "segmentation" and model.spatial_encoder.num_classes == 5
+    maps = np.random.default_rng(0).integers(0, 5, (2, 16, 16))
+    one_hot = torch.nn.functional.one_hot(torch.from_numpy(maps), 5).permute(0, 3, 1, 2).float()
+    with torch.no_grad():
+        for _ in range(2):
+            one_hot = torch.nn.functional.interpolate(one_hot, scale_factor=0.5, mode="bilinear")
+        expected = mapper(one_hot)
+    assert_close(model.spatial_encoder(maps), nchw_to_nhwc(expected))
+    check_unet(model, unet)
+    check_first_stage(model, vae)
+
+
+def test_layout_checkpoint_loads_the_layout_encoder(tmp_path):
+    """layout2img-openimages256's shape: BERTEmbedder(use_tokenizer=False) over layout tokens, crossattn."""
+    from keras_ldm.models.layout_tokenizer import LayoutTokenizer
+    from tests.models.compvis_layout_reference import BERTEmbedder
+
+    unet, unet_params = cross_attention_unet(context_dim=16)
+    vae, first_stage = kl_with_attention()
+    torch.manual_seed(5)
+    encoder = BERTEmbedder(n_embed=16, n_layer=1, vocab_size=8192, max_seq_len=92).eval()
+    state = {f"cond_stage_model.{k}": v for k, v in encoder.state_dict().items()}
+    cond_stage = {"target": "ldm.modules.encoders.modules.BERTEmbedder",
+                  "params": {"n_embed": 16, "n_layer": 1, "vocab_size": 8192, "max_seq_len": 92,
+                             "use_tokenizer": False}}  # fmt: skip
+    paths = write_checkpoint(
+        tmp_path, unet, unet_params, vae, first_stage, cond_stage, state, conditioning_key="crossattn"
+    )
+    model = from_compvis_checkpoint(*paths)
+    assert model.cross_attention == "layout" and model.tokenizer.get_config() == dict(
+        num_classes=601, max_objects=30, num_tokens=8192, encode_crop=True
+    )
+    tokens = model.layout_token_ids({"boxes": [[[0.1, 0.2, 0.5, 0.9]], []], "box_labels": [[600], []]})
+    with torch.no_grad():
+        expected = encoder(torch.from_numpy(tokens.astype("int64"))).numpy()
+    assert_close(model.text_encoder(tokens), expected)
+    check_unet(model, unet, context=expected)
+    mine = LayoutTokenizer(num_classes=7)
+    assert from_compvis_checkpoint(*paths, tokenizer=mine).tokenizer is mine
+    with pytest.raises(ValueError, match="LayoutTokenizer of at most 92 tokens"):
+        from_compvis_checkpoint(*paths, tokenizer="vocab.txt")

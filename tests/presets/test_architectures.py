@@ -23,6 +23,9 @@ LATENT_DIFFUSION = [
     "ldm_lsun_churches_256",
     "ldm_lsun_bedrooms_256",
     "ldm_cin256_v2",
+    "ldm_semantic_synthesis_256",
+    "ldm_semantic_synthesis_512",
+    "ldm_layout2img_openimages_256",
 ]
 AUTOENCODERS = ["kl_f4", "kl_f8", "kl_f16", "kl_f32", "vq_f4", "vq_f8", "vq_f16"]
 
@@ -35,6 +38,8 @@ UNET_PARAMS = {
     "lsun_churches_256": 294_966_916,
     # also printed by CompVis' scripts/latent_imagenet_diffusion.ipynb: "DiffusionWrapper has 400.92 M params."
     "cin256_v2": 400_920_579,
+    "semantic_synthesis": 215_229_315,
+    "layout2img_openimages_256": 246_277_379,
 }
 FIRST_STAGE_PARAMS = {
     "kl_f4": 55_312_063,
@@ -48,6 +53,12 @@ FIRST_STAGE_PARAMS = {
 }
 LDM_BERT_PARAMS = 542_895_360  # diffusers LDMBertModel(LDMBertConfig()).model, as in tests/models
 CIN_CLASS_EMBEDDER_PARAMS = 1001 * 512  # CompVis ClassEmbedder(n_classes=1001, embed_dim=512)
+SEMANTIC_RESCALER_PARAMS = 182 * 3  # CompVis SpatialRescaler's 1x1 Conv2d(182, 3, bias=False)
+# CompVis BERTEmbedder(n_embed=512, n_layer=16, vocab_size=8192, max_seq_len=92) without its unused logits
+# head: 8192 x 512 tokens + 92 x 512 positions + 16 x (LN, 3 x 512 x 512 q/k/v, out 512 x 512 + 512, LN,
+# FF 512 -> 2048 -> 512 with biases) + the final LN (also checked against CompVis' code in
+# tests/models/test_layout.py)
+LAYOUT_ENCODER_PARAMS = 8192 * 512 + 92 * 512 + 16 * (4 * 512 + 4 * 512 * 512 + 512 + 2 * 512 * 2048 + 2048 + 512) + 2 * 512
 
 # preset -> (unet, first stage, conditioning parameters) and the CompVis linear_start / linear_end.
 LDM_PARTS = {
@@ -59,6 +70,9 @@ LDM_PARTS = {
     "ldm_lsun_churches_256": ("lsun_churches_256", "kl_f8", 0, (0.0015, 0.0155)),
     "ldm_lsun_bedrooms_256": ("faces_256", "vq_f4", 0, (0.0015, 0.0195)),
     "ldm_cin256_v2": ("cin256_v2", "vq_f4", CIN_CLASS_EMBEDDER_PARAMS, (0.0015, 0.0195)),
+    "ldm_semantic_synthesis_256": ("semantic_synthesis", "vq_f4", SEMANTIC_RESCALER_PARAMS, (0.0015, 0.0205)),
+    "ldm_semantic_synthesis_512": ("semantic_synthesis", "vq_f4", SEMANTIC_RESCALER_PARAMS, (0.0015, 0.0205)),
+    "ldm_layout2img_openimages_256": ("layout2img_openimages_256", "vq_f4", LAYOUT_ENCODER_PARAMS, (0.0015, 0.0205)),
 }
 
 
@@ -120,6 +134,9 @@ def test_diffusers_hosted_presets_name_their_hub_repository(name, hub_repo):
         ("ldm_lsun_churches_256", "lsun_churches.zip", "models/ldm/lsun_churches256/config.yaml"),
         ("ldm_lsun_bedrooms_256", "lsun_bedrooms.zip", "models/ldm/lsun_beds256/config.yaml"),
         ("ldm_cin256_v2", "nitro/cin/model.ckpt", "configs/latent-diffusion/cin256-v2.yaml"),
+        ("ldm_semantic_synthesis_256", "semantic_synthesis256.zip", "models/ldm/semantic_synthesis256/config.yaml"),
+        ("ldm_semantic_synthesis_512", "semantic_synthesis.zip", "models/ldm/semantic_synthesis512/config.yaml"),
+        ("ldm_layout2img_openimages_256", "layout2img_model.zip", "models/ldm/layout2img-openimages256/config.yaml"),
         ("kl_f4", "kl-f4.zip", "models/first_stage_models/kl-f4/config.yaml"),
         ("kl_f32", "kl-f32.zip", "models/first_stage_models/kl-f32/config.yaml"),
         ("vq_f16", "vq-f16.zip", "models/first_stage_models/vq-f16/config.yaml"),
@@ -144,7 +161,7 @@ def test_latent_diffusion_parameter_counts(name):
     assert isinstance(model, LatentDiffusion)
     assert model.unet.count_params() == UNET_PARAMS[unet]
     assert model.first_stage.count_params() == FIRST_STAGE_PARAMS[first_stage]
-    conditioner = model.text_encoder or model.class_embedder
+    conditioner = model.text_encoder or model.class_embedder or model.spatial_encoder
     assert (conditioner.count_params() if conditioner is not None else 0) == conditioning
     networks = UNET_PARAMS[unet] + FIRST_STAGE_PARAMS[first_stage] + conditioning
     # besides the networks: the scalars scale_factor, scale_factor_ready and the seed generator's state
@@ -258,6 +275,20 @@ def _diffusers_counts():
                 resnet_time_scale_shift="scale_shift",
                 attn_norm_num_groups=32,
             ),
+            # CompVis' semantic UNet: attention only in the middle block
+            "semantic_synthesis": unet2d(
+                (128, 512, 1024), (down,) * 3, (up,) * 3, in_channels=6, out_channels=3, attention_head_dim=128
+            ),
+            "layout2img_openimages_256": cross_attention_unet(
+                (128, 256, 384, 512),
+                ("DownBlock2D",) + ("CrossAttnDownBlock2D",) * 3,
+                ("CrossAttnUpBlock2D",) * 3 + ("UpBlock2D",),
+                in_channels=3,
+                out_channels=3,
+                cross_attention_dim=512,
+                transformer_layers_per_block=3,
+                attention_head_dim=(4, 8, 12, 16),  # 32-channel heads
+            ),
             "cin256_v2": cross_attention_unet(
                 (192, 384, 576, 960),
                 ("DownBlock2D",) + ("CrossAttnDownBlock2D",) * 3,
@@ -327,6 +358,15 @@ def test_conditioning_of_each_model():
     for name in ("ldm_celebahq_256", "ldm_ffhq_256", "ldm_lsun_bedrooms_256", "ldm_lsun_churches_256"):
         model = build_stateless(name)
         assert (model.cross_attention, model.concat, model.unet.context_dim) == (None, None, None)
+    for name in ("ldm_semantic_synthesis_256", "ldm_semantic_synthesis_512"):
+        semantic = build_stateless(name)
+        assert (semantic.concat, semantic.unet.in_channels, semantic.loss_type) == ("segmentation", 6, "l1")
+        assert semantic.spatial_encoder.num_classes == 182 and semantic.spatial_encoder.n_stages == 2
+        assert semantic.first_stage.architecture["mid_attention"] is True
+    layout = build_stateless("ldm_layout2img_openimages_256")
+    assert (layout.cross_attention, layout.unet.context_dim, layout.loss_type) == ("layout", 512, "l1")
+    assert layout.tokenizer.sequence_length == 92 and layout.tokenizer.num_classes == 601
+    assert layout.unet.architecture["transformer_depth"] == 3
     churches = build_stateless("ldm_lsun_churches_256")
     assert churches.scale_by_std and churches.loss_type == "l1"
     assert (
@@ -342,6 +382,7 @@ def test_generation_defaults_follow_compvis_sampling_settings():
         "ldm_ffhq_256": {"num_steps": 200, "eta": 1.0},
         "ldm_lsun_churches_256": {"num_steps": 400, "eta": 0.0},
         "ldm_lsun_bedrooms_256": {"num_steps": 200, "eta": 1.0},
+        "ldm_layout2img_openimages_256": {"num_steps": 200, "eta": 0.0},
     }
     for name, defaults in expected.items():
         model = build_stateless(name)
