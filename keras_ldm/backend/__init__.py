@@ -21,6 +21,8 @@ differentiates with `gradients`, the models record themselves with `traced_call`
 | `gradients`: value and    | `jax.value_and_grad` of a  | `tf.GradientTape`, dense     | `torch.autograd.grad`;         |
 | gradients, optimizer step | pure function; JAX state   | gradients                    | `optimizer.apply` under        |
 |                           | mapped onto the variables  |                              | `torch.no_grad()`              |
+| `distribution`: a        | the loss (a global mean    | the loss / replicas of the   | the loss                       |
+| replica's loss            | under `DataParallel`)      | `tf.distribute` strategy     |                                |
 | `fast_build`: no random   | numpy-made initial values  | the same                     | the same                       |
 | init before loading       | (saves XLA compiles)       |                              |                                |
 

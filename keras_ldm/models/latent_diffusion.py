@@ -14,6 +14,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_ldm.backend.distribution import per_replica_loss
 from keras_ldm.backend.ema import ema_train_step
 from keras_ldm.backend.traced_call import kept_traced_call
 from keras_ldm.diffusion.schedule import PARAMETERIZATIONS, NoiseSchedule, check_choice
@@ -353,7 +354,7 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
         weights = self.schedule.loss_weights(
             y_pred["timesteps"], self.parameterization, self.l_simple_weight, self.original_elbo_weight
         )
-        return ops.mean(weights * per_example)
+        return per_replica_loss(ops.mean(weights * per_example))  # divided by the replicas of a tf.distribute
 
     # -- Keras integration -------------------------------------------------------------------------
 
