@@ -35,7 +35,7 @@ def border_weights(height, width):
     the tile's nearest border (0 at the border, 0.5 at the centre), clipped to [0.01, 0.5].
 
     Example:
-    >>> border_weights(3, 3).round(2).tolist()
+    >>> border_weights(3, 3).astype("float64").round(2).tolist()
     [[0.01, 0.01, 0.01], [0.01, 0.5, 0.01], [0.01, 0.01, 0.01]]
     """
     rows = np.arange(height)[:, None] / max(height - 1, 1)
