@@ -42,3 +42,24 @@ def fit_or_load_autoencoder(autoencoder, args, make_images):
         perceptual_weight=0.0,
         disc_factor=0.0,
     )
+
+
+def scene_preset_parser(description, name, steps):
+    """The command line of the scene presets' scripts (`train_shapes_semantic.py`, `train_shapes_layout.py`):
+    training length and batch, scoring, and where checkpoints (`outputs/train_<name>`) and the preset
+    (the package's `presets/<name>` folder) go."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--learning-rate", type=float, default=5e-4)
+    parser.add_argument("--examples", type=int, default=32_000, help="training scenes drawn")
+    parser.add_argument("--time-budget", type=float, help="seconds after which training stops")
+    parser.add_argument("--score-count", type=int, default=64, help="held-out scenes scored at each size")
+    parser.add_argument("--log-every", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work-dir", default=f"outputs/train_{name}")
+    presets = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "keras_ldm", "presets")
+    parser.add_argument("--out", default=os.path.join(presets, name))
+    return parser

@@ -17,7 +17,6 @@ weights is in `keras_ldm/presets/shapes_semantic/README.md`.
     KERAS_BACKEND=jax python examples/train_shapes_semantic.py --steps 3000 --time-budget 2400
 """
 
-import argparse
 import os
 import time
 
@@ -27,7 +26,7 @@ import numpy as np
 from keras_ldm.data.scenes import NUM_SEGMENTATION_CLASSES, scenes_arrays, segmentation_accuracy
 from keras_ldm.models import LatentDiffusion, SpatialRescaler, UNet
 
-from _training import fit_or_load
+from _training import fit_or_load, scene_preset_parser
 
 IMAGE_SIZE = 32
 SAMPLING = {"num_steps": 50, "sampler": "ddim"}  # no guidance: the map is never dropped in training
@@ -98,17 +97,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--learning-rate", type=float, default=5e-4)
-    parser.add_argument("--examples", type=int, default=32_000, help="training scenes drawn")
-    parser.add_argument("--time-budget", type=float, help="seconds after which training stops")
-    parser.add_argument("--score-count", type=int, default=64, help="held-out maps scored at each size")
-    parser.add_argument("--log-every", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--work-dir", default="outputs/train_shapes_semantic")
-    parser.add_argument(
-        "--out", default=os.path.join(os.path.dirname(__file__), "..", "keras_ldm", "presets", "shapes_semantic")
-    )
-    main(parser.parse_args())
+    main(scene_preset_parser(__doc__.splitlines()[0], "shapes_semantic", steps=3000).parse_args())

@@ -84,3 +84,19 @@ def test_compression_study_quick_writes_its_table_and_plots(tmp_path):
         assert float(row["fid"]) >= 0 and 0 <= float(row["accuracy"]) <= 1 and float(row["samples_per_second"]) > 0
     for name in ("quality_vs_steps.png", "quality_vs_throughput.png"):
         assert os.path.getsize(os.path.join(out, name)) > 10_000
+
+
+@pytest.mark.parametrize("task, score", [("semantic", "segmentation accuracy"), ("layout", "layout accuracy")])
+def test_scene_scripts_train_score_and_write_a_preset_without_tensorflow(tmp_path, task, score):
+    from keras_ldm import LatentDiffusion
+
+    out = str(tmp_path / "preset")
+    args = ["--steps", "4", "--log-every", "2", "--batch-size", "2", "--examples", "40", "--score-count", "2"]
+    stdout = run_without_tensorflow(
+        f"train_shapes_{task}.py", *args, "--work-dir", str(tmp_path / "work"), "--out", out
+    )
+    assert "ldm: 4 steps in" in stdout
+    assert f"held-out 32x32: {score}" in stdout and f"held-out 64x64: {score}" in stdout
+    model = LatentDiffusion.from_preset(out)
+    assert model.ema is None and model.generation_defaults["image_size"] == 32
+    assert model.cross_attention == ("layout" if task == "layout" else None)
