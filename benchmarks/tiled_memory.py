@@ -38,11 +38,22 @@ print(json.dumps({"before_mb": before / 1024, "peak_mb": after / 1024, "seconds"
 
 
 def measure(size, tile, steps):
+    """The child's numbers, or None when it ran out of memory (an allocation the machine cannot make)."""
     result = subprocess.run(
         [sys.executable, "-c", CHILD, str(size), str(tile or 0), str(steps)],
-        capture_output=True, text=True, check=True, env=dict(os.environ),
+        capture_output=True, text=True, env=dict(os.environ),
     )  # fmt: skip
+    if result.returncode and ("RESOURCE_EXHAUSTED" in result.stderr or "MemoryError" in result.stderr):
+        return None
+    if result.returncode:
+        raise RuntimeError(result.stderr[-3000:])
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def cells(run):
+    if run is None:
+        return "out of memory", "-"
+    return f"{run['peak_mb'] - run['before_mb']:.0f}", f"{run['seconds']:.1f}"
 
 
 def main(args):
@@ -53,12 +64,11 @@ def main(args):
     print("|---|---|---|---|---|---|---|")
     for size in args.sizes:
         untiled, tiled = measure(size, None, args.steps), measure(size, args.tile_size, args.steps)
-        row = (size, untiled, tiled)
-        rows.append(row)
-        extra = [r["peak_mb"] - r["before_mb"] for r in (untiled, tiled)]
+        rows.append((size, untiled, tiled))
+        (untiled_mb, untiled_s), (tiled_mb, tiled_s) = cells(untiled), cells(tiled)
         print(
-            f"| {size}x{size} | {4 * size}x{4 * size} | {2 * size}x{2 * size} | {extra[0]:.0f} | "
-            f"{untiled['seconds']:.1f} | {extra[1]:.0f} | {tiled['seconds']:.1f} |",
+            f"| {size}x{size} | {4 * size}x{4 * size} | {2 * size}x{2 * size} | {untiled_mb} | {untiled_s} | "
+            f"{tiled_mb} | {tiled_s} |",
             flush=True,
         )
     return rows

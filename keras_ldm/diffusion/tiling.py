@@ -1,4 +1,4 @@
-"""Tiled denoising: CompVis' split-input scheme, for latents too large to denoise in one piece.
+"""Tiled denoising and decoding: CompVis' split-input scheme, for latents too large to process in one piece.
 
 At every denoising step the latent canvas (with its concatenated condition channels) is cut into
 overlapping tiles of `tile_size` latent pixels, `tile_stride` apart; the UNet denoises one tile at a time
@@ -6,7 +6,10 @@ overlapping tiles of `tile_size` latent pixels, `tile_stride` apart; the UNet de
 with CompVis' weights (`LatentDiffusion.get_weighting` in `ldm/models/diffusion/ddpm.py`): each tile
 pixel's normalised distance to the tile border, clipped to [0.01, 0.5], the sum divided by the summed
 weights (their `fold(o * w) / fold(w)`). Where the stride does not divide the canvas, a last tile is
-placed flush with the far border (CompVis' `unfold` would leave that strip uncovered).
+placed flush with the far border (CompVis' `unfold` would leave that strip uncovered). The final latents
+are decoded the same way (CompVis' `decode_first_stage` with `split_input_params`): each latent tile
+decoded alone, the pixel tiles (`scale` = the first stage's factor larger) blended with the same weights
+at their own size.
 """
 
 import numpy as np
@@ -67,9 +70,10 @@ def check_tiling(tile_size, tile_stride, multiple):
     return int(tile_size), int(tile_stride)
 
 
-def tiled(unet, tile_size, tile_stride):
-    """`unet(x, timesteps, context)` applied tile by tile over `x`'s height and width and blended (see the
-    module docstring); `x` needs a static height and width.
+def tiled(fn, tile_size, tile_stride, scale=1):
+    """`fn(x, *args, **kwargs)` (a UNet, a decoder) applied tile by tile over `x`'s height and width and
+    blended (see the module docstring); `x` needs a static height and width. `fn` maps a tile of `t x t` to
+    one of `t·scale x t·scale` (1 for the UNet, the first stage's factor for a decoder).
 
     Example:
     >>> double = lambda x, timesteps, context=None: 2.0 * x
@@ -78,32 +82,33 @@ def tiled(unet, tile_size, tile_stride):
     True
     """
 
-    def call(x, timesteps, context=None, **kwargs):
+    def call(x, *args, **kwargs):
         height, width = x.shape[1], x.shape[2]
         tile_h, tile_w = min(tile_size, height), min(tile_size, width)
         origins = [(y, z) for y in tile_origins(height, tile_h, tile_stride) for z in tile_origins(width, tile_w, tile_stride)]
         if len(origins) == 1:
-            return unet(x, timesteps=timesteps, context=context, **kwargs)
-        weights = border_weights(tile_h, tile_w)
-        total = np.zeros((height, width), "float32")
+            return fn(x, *args, **kwargs)
+        out_h, out_w = tile_h * scale, tile_w * scale  # one output tile
+        weights = border_weights(out_h, out_w)
+        total = np.zeros((height * scale, width * scale), "float32")
         for y, z in origins:
-            total[y : y + tile_h, z : z + tile_w] += weights
+            total[y * scale : y * scale + out_h, z * scale : z * scale + out_w] += weights
         table = ops.convert_to_tensor(np.array(origins, "int32"))
         batch = ops.shape(x)[0]
 
-        def weighted_tile(origin):
-            y, z = origin[0], origin[1]
+        def weighted_tile(y, z):
             tile = ops.slice(x, [0, y, z, 0], [batch, tile_h, tile_w, x.shape[-1]])
-            prediction = ops.cast(unet(tile, timesteps=timesteps, context=context, **kwargs), "float32")
+            prediction = ops.cast(fn(tile, *args, **kwargs), "float32")
             return prediction * ops.convert_to_tensor(weights)[None, :, :, None]
 
         def add_tile(index, blended):
             y, z = table[index][0], table[index][1]
-            current = ops.slice(blended, [0, y, z, 0], [batch, tile_h, tile_w, blended.shape[-1]])
-            return ops.slice_update(blended, [0, y, z, 0], current + weighted_tile(table[index]))
+            start = [0, y * scale, z * scale, 0]
+            current = ops.slice(blended, start, [batch, out_h, out_w, blended.shape[-1]])
+            return ops.slice_update(blended, start, current + weighted_tile(y, z))
 
-        first = weighted_tile(origins[0])  # outside the loop: it tells the prediction's channel count
-        blended = ops.zeros((batch, height, width, first.shape[-1]), "float32")
+        first = weighted_tile(*origins[0])  # outside the loop: it tells the output's channel count
+        blended = ops.zeros((batch, height * scale, width * scale, first.shape[-1]), "float32")
         blended = ops.slice_update(blended, [0, 0, 0, 0], first)
         blended = ops.fori_loop(1, len(origins), add_tile, blended)
         return blended / ops.convert_to_tensor(total)[None, :, :, None]

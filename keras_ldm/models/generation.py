@@ -81,10 +81,10 @@ class GenerationMixin:
             upscale: output/input size ratio of a super-resolution model.
             use_ema: sample with the moving-average weights when the model keeps them.
             verbose: show a progress bar over the batches; `"auto"` shows it for a `tf.data.Dataset`.
-            tile_size, tile_stride: denoise in overlapping tiles of `tile_size` latent pixels, `tile_stride`
-                apart (default: half a tile), blended as CompVis' split-input sampling; peak memory is then
-                that of one tile. For canvases too large to denoise at once (big SR inputs, semantic
-                maps); None (default) denoises the whole canvas.
+            tile_size, tile_stride: denoise and decode in overlapping tiles of `tile_size` latent pixels,
+                `tile_stride` apart (default: half a tile), blended as CompVis' split-input sampling; the
+                networks' memory is then that of one tile. For canvases too large to process at once (big
+                SR inputs, semantic maps); None (default) processes the whole canvas.
 
         Example:
         >>> from keras_ldm.models import AutoencoderKL, LatentDiffusion, UNet
@@ -233,19 +233,21 @@ class GenerationMixin:
         images = np.asarray(ops.convert_to_numpy(images))
         return images[0] if request["squeeze"] else images
 
-    def _images_from_request(self, request, latents, seed, guidance_scale, guided, sample, temperature=1.0):
+    def _images_from_request(
+        self, request, latents, seed, guidance_scale, guided, sample, temperature=1.0, decode=None
+    ):
         """Tensors in, uint8 images `(B, H, W, 3)` out: conditions -> `sample` -> decode -> uint8 ->
         inpainting compositing. Pure `keras.ops`, traced whole by `generate` (one compiled program, see
         `_generation_fn`) and by `keras_ldm.export` (batch size unknown).
 
         `request` holds tensors only (see `_condition_tensors`), plus `original` (uint8) for
         inpainting; `sample(latents, conditions, seed, mask, x0)` is the sampling loop, started from
-        `temperature * latents`.
+        `temperature * latents`; `decode` (default `decode_latents`) maps the final latents to [-1, 1].
         """
         conditions, known = self._condition_tensors(request, guidance_scale, guided)
         latents = latents * ops.cast(temperature, latents.dtype)
         result = sample(latents, conditions, seed, known.get("keep"), known.get("x0"))
-        images = images_to_uint8(self.decode_latents(result))
+        images = images_to_uint8((decode or self.decode_latents)(result))
         if "original" in request:
             images = ops.where(ops.convert_to_tensor(request["hole"]) > 0.5, images, request["original"])
         return images
@@ -368,11 +370,13 @@ class GenerationMixin:
         cache = self.__dict__.setdefault("_generation_fns", {})
         if key not in cache:
             loop = self._sampling_loop(sampler, num_steps, eta, tiling)
+            factor = self.first_stage.downsample_factor
+            decode = None if tiling[0] is None else tiled(self.decode_latents, *tiling, scale=factor)
 
             def generate_images(tensors, latents, seed, guidance_scale, temperature):
                 request = {**tensors, "latent_size": latent_size}
                 return self._images_from_request(
-                    request, latents, seed, guidance_scale, guided, loop, temperature
+                    request, latents, seed, guidance_scale, guided, loop, temperature, decode
                 )
 
             cache[key] = compile_function(generate_images, self)

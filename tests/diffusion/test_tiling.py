@@ -1,4 +1,4 @@
-"""Tiled denoising (CompVis' split-input sampling): the blending, and `generate(tile_size=...)`."""
+"""Tiled denoising and decoding (CompVis' split-input sampling): the blending, and `generate(tile_size=...)`."""
 
 import keras
 import numpy as np
@@ -28,6 +28,16 @@ def test_a_pointwise_denoiser_is_unchanged_by_any_tiling():
     pointwise = lambda x, timesteps, context=None: layer(x)  # noqa: E731
     for tile, stride in [(4, 2), (6, 5), (8, 8), (13, 1)]:
         np.testing.assert_allclose(to_numpy(tiled(pointwise, tile, stride)(x, None)), expected, atol=1e-5)
+
+
+def test_a_pointwise_upsampler_is_unchanged_by_tiled_decoding():
+    """A decoder-like map to twice the size (each latent pixel to 2 x 2 pixels), tiled with scale 2."""
+    layer = keras.layers.Dense(3)
+    upsample = lambda z: keras.ops.repeat(keras.ops.repeat(layer(z), 2, axis=1), 2, axis=2)  # noqa: E731
+    z = np.random.default_rng(1).normal(size=(1, 12, 9, 4)).astype("float32")
+    expected = to_numpy(upsample(z))
+    for tile, stride in [(4, 2), (6, 3), (8, 8)]:
+        np.testing.assert_allclose(to_numpy(tiled(upsample, tile, stride, scale=2)(z)), expected, atol=1e-5)
 
 
 def sr_model():
