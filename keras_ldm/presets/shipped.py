@@ -12,6 +12,11 @@ SHIPPED = {
         "(procedural shapes; KL-f4 + 2-layer LDMBert).",
         "script": "examples/train_shapes_t2i.py",
     },
+    "shapes_semantic": {
+        "description": "Semantic synthesis, 32x32 and larger: a 6-class colour map -> procedural shapes "
+        "(the shapes_t2i KL-f4 + a SpatialRescaler).",
+        "script": "examples/train_shapes_semantic.py",
+    },
     "photo_sr4x": {
         "description": "4x super-resolution of photographs (trained on crops of the bundled photos; KL-f2).",
         "script": "examples/train_photo_presets.py --task sr",
