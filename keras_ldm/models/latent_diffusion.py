@@ -45,7 +45,9 @@ class LatentDiffusion(PresetMixin, GenerationMixin, keras.Model):
     concatenated), `masks` (inpainting: 1 marks the region to fill; the encoded masked image and
     the mask at latent size are concatenated, `in_channels = 2 c + 1`) or `segmentation` (semantic
     synthesis: integer label maps `(B, H, W)` or one-hot floats `(B, H, W, classes)`, encoded to the
-    latent size by `spatial_encoder`, trained jointly, and concatenated).
+    latent size by `spatial_encoder`, trained jointly, and concatenated); layout models take `boxes`
+    and `box_labels` (per-image lists, or padded arrays with `num_boxes`; tokenized by `fit`) or
+    `token_ids`.
 
     Args:
         unet: the denoiser, a `keras_ldm.models.UNet`.
