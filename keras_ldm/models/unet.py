@@ -307,13 +307,13 @@ class UNet(keras.Model):
     def _block(self, resnet, attention, h, emb, context, training):
         """ResBlock, then attention if the level has it; rematerialized under `gradient_checkpointing`."""
 
-        def run(h, emb, context):
+        def run(h, emb, *context):  # no context: no argument (TensorFlow's recompute_grad refuses None)
             h = resnet(h, emb, training=training)
-            return h if attention is None else apply_attention(attention, h, context, training)
+            return h if attention is None else apply_attention(attention, h, context[0] if context else None, training)
 
         if self.gradient_checkpointing and training:
             run = keras.remat(run)
-        return run(h, emb, context)
+        return run(h, emb) if context is None else run(h, emb, context)
 
     def get_config(self):
         return {

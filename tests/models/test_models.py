@@ -264,3 +264,15 @@ def test_gradient_checkpointing_gives_the_same_outputs_and_gradients():
         np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-6)
     assert any(np.abs(g).max() > 0 for g in grads_plain)
     assert UNet.from_config(checkpointed.get_config()).gradient_checkpointing
+
+
+def test_gradient_checkpointing_trains_an_unconditional_unet_with_fit():
+    """No context: TensorFlow's recompute_grad refuses a None argument, so none is passed."""
+    from keras_ldm.models import LatentDiffusion
+
+    unet = UNet(in_channels=4, out_channels=4, model_channels=16, channel_mult=(1, 2), num_res_blocks=1,
+                attention_resolutions=(2,), num_heads=2, norm_num_groups=8, gradient_checkpointing=True)  # fmt: skip
+    model = LatentDiffusion(unet, AutoencoderKL(ch=16, ch_mult=(1,), num_res_blocks=1, embed_dim=4, norm_num_groups=8))
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    images = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3)).astype("uint8")
+    assert np.isfinite(model.fit({"images": images}, batch_size=2, verbose=0).history["loss"][0])
