@@ -14,6 +14,7 @@ keras-ldm train --images ./photos --out ./my_ldm --conditioning text --autoencod
 """
 
 import argparse
+import math
 import os
 import sys
 
@@ -368,6 +369,24 @@ def image_size(text):
     return (int(parts[0]), int(parts[-1]))
 
 
+def bounded_float(low, high, low_open=False, high_open=False):
+    """An argparse type: a finite float in the interval from `low` to `high` (open ends as asked)."""
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        below = value <= low if low_open else value < low
+        above = value >= high if high_open else value > high
+        if not math.isfinite(value) or below or above:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number in {interval}")
+        return value
+
+    return parse
+
+
 def non_negative_int(text):
     """An argparse type: an int >= 0."""
     if not text.lstrip("+").isdigit():
@@ -385,7 +404,9 @@ def add_training_flags(command):
     )
     command.add_argument("--steps", type=positive_int, help="optimizer steps in all (default 20000)")
     command.add_argument("--batch-size", type=positive_int)
-    command.add_argument("--learning-rate", type=float, help="default: CompVis' base rate x batch size")
+    command.add_argument(
+        "--learning-rate", type=bounded_float(0, 1, low_open=True), help="default: CompVis' base rate x batch size"
+    )
     command.add_argument(
         "--image-size", type=image_size, help="HxW: random crops (default: the images' size, all one)"
     )
@@ -416,7 +437,9 @@ def add_training_commands(commands):
         type=non_negative_int,
         help="step the GAN loss starts (default: half of --steps, at most CompVis' 50001)",
     )
-    autoencoder.add_argument("--perceptual-weight", type=float, help="LPIPS weight (default 1; 0: no VGG)")
+    autoencoder.add_argument(
+        "--perceptual-weight", type=bounded_float(0, 1e3), help="LPIPS weight (default 1; 0: no VGG)"
+    )
     autoencoder.set_defaults(run=_run_train_autoencoder)
 
     train = commands.add_parser("train", help="train a latent diffusion model on a folder of images")
@@ -434,9 +457,11 @@ def add_training_commands(commands):
     )
     train.add_argument("--gradient-accumulation-steps", type=positive_int, help="batches per update")
     train.add_argument("--ema", action=argparse.BooleanOptionalAction, help="keep an EMA (default: on)")
-    train.add_argument("--ema-decay", type=float, help="default 0.9999 (CompVis)")
+    train.add_argument("--ema-decay", type=bounded_float(0, 1, high_open=True), help="default 0.9999 (CompVis)")
     train.add_argument(
-        "--condition-dropout", type=float, help="drop the condition for guidance (text/class: 0.1)"
+        "--condition-dropout",
+        type=bounded_float(0, 1, high_open=True),
+        help="drop the condition for guidance (text/class: 0.1)",
     )
     train.add_argument(
         "--sr-factor", type=positive_int, help="sr: downsampling of the low-res input (default 4)"

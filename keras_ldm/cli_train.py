@@ -287,7 +287,14 @@ def restore_model(path, compile_model):
 
 
 def scan_images(args, channels, image_size):
-    """The checked `--images` folder (errors name the flag)."""
+    """The checked `--images` folder (errors name the flag). `--out` must not lie inside it (the run's
+    sample grids would become training images) nor hold it."""
+    out, images = os.path.realpath(args.out), os.path.realpath(args.images)
+    if os.path.commonpath([out, images]) in (out, images):
+        raise ValueError(
+            f"--out {args.out!r} and --images {args.images!r} must not contain each other: the run writes "
+            f"images (sample grids) into --out."
+        )
     try:
         return scan_image_folder(args.images, channels, image_size and tuple(image_size))
     except ValueError as error:

@@ -108,7 +108,7 @@ def _defaults(settings, folder, total_steps):
     return {
         "channels": folder.channels,
         "batch_size": batch_size,
-        "learning_rate": settings["learning_rate"] or BASE_LEARNING_RATE * batch_size,
+        "learning_rate": default(settings["learning_rate"], BASE_LEARNING_RATE * batch_size),
         "disc_start": default(settings["disc_start"], min(50001, total_steps // 2)),
         "perceptual_weight": default(settings["perceptual_weight"], 1.0),
         "seed": settings["seed"] or 0,

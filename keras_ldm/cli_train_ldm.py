@@ -89,6 +89,12 @@ def run_train(args, callbacks=()):
         compile_ldm(model, settings)
     else:
         check_data_unchanged(folder, state)
+        if state.get("class_names") not in (None, class_names):
+            raise ValueError(
+                f"--resume: the class folders of --images are {class_names[:10]}, the checkpoint's "
+                f"{state['class_names'][:10]}; the labels would change meaning. Restore the folders, or start "
+                f"again with --overwrite."
+            )
         model = restore_model(path, lambda m: compile_ldm(m, settings))
     if "prompts" in columns:
         columns["token_ids"] = np.asarray(keras.ops.convert_to_numpy(model.tokenizer(columns.pop("prompts"))))
@@ -152,9 +158,9 @@ def _defaults(settings):
     return {
         "batch_size": batch_size,
         "gradient_accumulation_steps": accumulation,
-        "learning_rate": settings["learning_rate"] or BASE_LEARNING_RATE * batch_size * accumulation,
+        "learning_rate": default(settings["learning_rate"], BASE_LEARNING_RATE * batch_size * accumulation),
         "ema": default(settings["ema"], True),
-        "ema_decay": settings["ema_decay"] or 0.9999,
+        "ema_decay": default(settings["ema_decay"], 0.9999),
         "condition_dropout": default(settings["condition_dropout"], 0.1 if guided else 0.0),
         "sr_factor": settings["sr_factor"] or 4,
         "degradation": settings["degradation"] or "bsr",
@@ -213,9 +219,13 @@ def _generation_defaults(settings, folder):
 
 def _preset_parts(model, conditioning, class_names):
     """The parts of a preset LDM to fine-tune; its conditioning must be `conditioning`."""
-    have = next(
-        name for name, knobs in CONDITIONINGS.items() if knobs == (model.cross_attention, model.concat)
-    )
+    knobs = (model.cross_attention, model.concat)
+    have = next((name for name, kind in CONDITIONINGS.items() if kind == knobs), None)
+    if have is None:
+        raise ValueError(
+            f"--from-preset is a model with cross_attention={knobs[0]!r}, concat={knobs[1]!r}; keras-ldm train "
+            f"fine-tunes {sorted(CONDITIONINGS)} models (train the others with LatentDiffusion.fit)."
+        )
     if have != conditioning:
         raise ValueError(
             f"--from-preset is a {have} model; --conditioning {conditioning} needs a {conditioning} one."

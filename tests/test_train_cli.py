@@ -205,6 +205,18 @@ def test_bad_folders_are_errors_naming_the_files(data, tmp_path, capsys):
     assert "--sr-factor 5" in error(data["rgb"], "--sr-factor", "5", conditioning="sr")
     assert "the model of --autoencoder takes 3-channel images" in error(data["grey"])
     assert "--channels 1: the model of --autoencoder takes 3" in error(data["rgb"], "--channels", "1")
+    argv = ["train", "--images", data["rgb"], "--conditioning", "unconditional", *TINY]
+    inside = os.path.join(data["rgb"], "run")  # its sample grids would become training images
+    assert main([*argv, "--out", inside, "--autoencoder", data["autoencoders"][3]]) == 2
+    assert "must not contain each other" in capsys.readouterr().err and not os.path.exists(inside)
+    out = str(tmp_path / "out")
+    assert main([*argv[:-len(TINY)], "--out", out, "--from-preset", "shapes_semantic", "--seed", "3"]) == 2
+    assert "keras-ldm train fine-tunes" in capsys.readouterr().err  # a segmentation model, named
+    for flag, value in (("--learning-rate", "0"), ("--ema-decay", "1.5"), ("--condition-dropout", "nan")):
+        with pytest.raises(SystemExit):
+            main([*argv, "--out", out, "--autoencoder", data["autoencoders"][3], flag, value])
+        assert f"argument {flag}: '{value}' is not a number in" in capsys.readouterr().err
+    assert not os.path.exists(out)
 
 
 def test_an_existing_preset_or_run_in_out_is_kept(data, tmp_path, capsys):

@@ -128,7 +128,7 @@ class StepCheckpoints(keras.callbacks.Callback):
             `b` completes step `first_step + (b + 1) / batches_per_step`.
         last_step: the step the run ends at (always checkpointed).
         state: a dict, or a callable `step -> dict`, stored with each checkpoint.
-        keep: how many checkpoints to keep (older ones are deleted once a new one is written).
+        keep: how many checkpoints to keep (older ones are deleted once a new one is written), >= 1.
         batches_per_step: batches per optimizer step (gradient accumulation).
         after_save: called with `(model, step)` after each checkpoint (e.g. to write sample images).
 
@@ -150,8 +150,9 @@ class StepCheckpoints(keras.callbacks.Callback):
         after_save=None,
     ):
         super().__init__()
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"`every` must be an int >= 1; got {every!r}.")
+        for name, value in (("every", every), ("keep", keep), ("batches_per_step", batches_per_step)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be an int >= 1; got {value!r}.")
         self.directory, self.every, self.keep = directory, every, keep
         self.first_step, self.last_step = first_step, last_step
         self.state, self.batches_per_step, self.after_save = state, batches_per_step, after_save

@@ -56,11 +56,7 @@ def enable_lora(model, rank, target="attention", text_encoder=False, alpha=None)
     rank = _check_rank(rank)
     if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float))):
         raise TypeError(f"alpha={alpha!r}; expected a number (the delta is scaled by alpha / rank) or None.")
-    if getattr(model, "ema", None) is not None:
-        raise ValueError(
-            f"enable_lora on a model with ema_decay={model.ema_decay}: the moving average covers the weights "
-            f"LoRA freezes, not the adapters. Rebuild it without EMA (e.g. model.inference_copy())."
-        )
+    _refuse_ema(model, "enable_lora")
     components = _components(model)
     layers = _targets(components["unet"], "unet", _target_names(target), f"target={target!r}")
     if text_encoder:
@@ -191,6 +187,7 @@ def load_lora_weights(model, path, merge=False, scale=1.0):
     >>> len(lora_layers(other)), {layer.lora_rank for layer in lora_layers(other).values()}
     (32, {4})
     """
+    _refuse_ema(model, "load_lora_weights")
     path = _check_path(path)
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
         raise TypeError(f"scale={scale!r}; expected a finite number (1.0: the file's own strength).")
@@ -245,6 +242,16 @@ def merged_kernel(layer):
 
 
 # -- helpers -----------------------------------------------------------------------------------------
+
+
+def _refuse_ema(model, call):
+    """LoRA and a moving average do not mix: the average covers the frozen weights, not the adapters, and
+    sampling inside `ema_scope()` would put back averages without a merged delta."""
+    if getattr(model, "ema", None) is not None:
+        raise ValueError(
+            f"{call} on a model with ema_decay={model.ema_decay}: the moving average covers the weights "
+            f"LoRA freezes, not the adapters. Rebuild it without EMA (e.g. model.inference_copy())."
+        )
 
 
 def _check_rank(rank):

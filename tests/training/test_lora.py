@@ -16,7 +16,7 @@ from keras_ldm.models import LatentDiffusion
 from keras_ldm.training import lora
 from tests.conftest import nchw_to_nhwc, to_numpy
 from tests.convert.diffusers_references import CROSS_ATTENTION_UNET, assert_close, randomize_norms
-from tests.tiny_models import text_model, unet
+from tests.tiny_models import text_model, unet, vae
 
 RNG = np.random.default_rng(0)
 IMAGES = RNG.integers(0, 256, (4, 8, 8, 3)).astype("uint8")
@@ -70,6 +70,10 @@ def test_enable_lora_arguments_are_checked():
     lora.enable_lora(model, 2)
     with pytest.raises(ValueError, match="already enabled"):
         lora.enable_lora(model, 2)
+    averaged = LatentDiffusion(unet(), vae(), ema_decay=0.99)  # sampling would use averages without LoRA
+    for call in (lambda: averaged.enable_lora(2), lambda: averaged.load_lora_weights("any.safetensors")):
+        with pytest.raises(ValueError, match="with ema_decay=0.99: the moving average"):
+            call()
 
 
 def test_saved_adapters_load_back_into_a_model_without_lora(tmp_path):
