@@ -237,8 +237,8 @@ def mask_input(inputs, image_shape):
     masks = masks.astype("float32")
     if masks.size and np.isin(masks, (0.0, 255.0)).all():
         masks = masks / 255.0
-    if masks.ndim == 2:
-        masks = masks[None]
+    if masks.ndim == 2 or (masks.ndim == 3 and image_shape[0] == 1 and masks.shape == (*image_shape[1:3], 1)):
+        masks = masks[None]  # one image's (H, W) or (H, W, 1)
     if masks.ndim == 3:
         masks = masks[..., None]
     if masks.shape != (*image_shape[:3], 1) or not np.isin(masks, (0.0, 1.0)).all():

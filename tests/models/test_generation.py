@@ -260,3 +260,18 @@ def test_bad_class_labels_and_batch_sizes_are_named():
     for batch_size in (0, -1, 1.5):
         with pytest.raises(ValueError, match=f"batch_size={batch_size}"):
             unconditional.generate(batch_size=batch_size, num_steps=2, height=8, width=8)
+
+
+def test_mask_shapes_of_one_image_and_of_a_batch():
+    """One image's mask may be (H, W) or (H, W, 1); a batch's (B, H, W) or (B, H, W, 1), 0/1 or 0/255."""
+    from keras_ldm.models.generation_inputs import mask_input
+
+    for masks, image_shape in [
+        (np.zeros((8, 8)), (1, 8, 8, 3)),
+        (np.zeros((8, 8, 1)), (1, 8, 8, 3)),  # found by the property tests: read as a batch of 8 before
+        (np.full((2, 8, 8), 255, "uint8"), (2, 8, 8, 3)),
+        (np.ones((2, 8, 8, 1), bool), (2, 8, 8, 3)),
+    ]:
+        assert mask_input({"masks": masks}, image_shape).shape == (*image_shape[:3], 1)
+    with pytest.raises(ValueError, match=r"images' size \(2, 8, 8\); got shape \(8, 8, 1, 1\)"):
+        mask_input({"masks": np.zeros((8, 8, 1))}, (2, 8, 8, 3))
